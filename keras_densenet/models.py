@@ -1,0 +1,541 @@
+"""DenseNet model builders (Keras functional API).
+
+`DenseNet` is the generic builder with every knob of the paper;
+`DenseNet121` ... `DenseNet264` and `DenseNetBC` are thin wrappers that read
+their architecture from the registry. All return a plain `keras.Model` made of
+stock layers, so models save to ``.keras`` and load with safe mode on.
+"""
+
+from __future__ import annotations
+
+import numbers
+import re
+from typing import Optional, Sequence
+
+import keras
+# `obtain_input_shape` is not re-exported publicly; it is keras.applications'
+# own input validation, so reusing it keeps our errors identical to theirs.
+from keras.src.applications import imagenet_utils
+
+from keras_densenet import blocks, registry, weights as weights_lib
+from keras_densenet.blocks import BN_MOMENTUM
+from keras_densenet.registry import ArchConfig, Variant
+
+POOLINGS = (None, "avg", "max")
+DATA_FORMATS = ("channels_last", "channels_first")
+
+
+def _check_options(*, drop_rate, pooling, classes, include_top, data_format, bn_epsilon, bn_momentum):
+    if (
+        not isinstance(drop_rate, numbers.Real)
+        or isinstance(drop_rate, bool)
+        or not 0 <= drop_rate < 1
+    ):
+        raise ValueError(
+            "`drop_rate` (dropout after each dense layer) must be a number in "
+            f"[0, 1). Received: drop_rate={drop_rate!r}"
+        )
+    if pooling not in POOLINGS:
+        raise ValueError(
+            f"`pooling` must be one of None, 'avg', 'max'. Received: pooling={pooling!r}"
+        )
+    if include_top and (
+        not isinstance(classes, numbers.Integral) or isinstance(classes, bool) or classes < 1
+    ):
+        raise ValueError(
+            f"`classes` must be a positive integer. Received: classes={classes!r}"
+        )
+    if data_format not in DATA_FORMATS:
+        raise ValueError(
+            f"`data_format` must be None, 'channels_last' or 'channels_first'. "
+            f"Received: data_format={data_format!r}"
+        )
+    if bn_epsilon is not None and not (isinstance(bn_epsilon, numbers.Real) and bn_epsilon > 0):
+        raise ValueError(
+            f"`bn_epsilon` must be a positive number. Received: bn_epsilon={bn_epsilon!r}"
+        )
+    if not (isinstance(bn_momentum, numbers.Real) and 0 <= bn_momentum < 1):
+        raise ValueError(
+            "`bn_momentum` must be a number in [0, 1) (Keras convention: weight "
+            f"of the old moving statistics). Received: bn_momentum={bn_momentum!r}"
+        )
+
+
+def min_input_size(arch: ArchConfig) -> int:
+    """Smallest input side: the network's total stride, so the last block is >= 1x1."""
+    stem_stride = 4 if arch.stem == "imagenet" else 1
+    return stem_stride * 2 ** (len(arch.blocks) - 1)
+
+
+def _input_shape_of(input_tensor) -> Optional[tuple]:
+    shape = getattr(input_tensor, "shape", None)
+    if shape is None or len(shape) != 4:
+        raise ValueError(
+            "`input_tensor` must be a 4D image tensor (batch, height, width, "
+            f"channels) or (batch, channels, height, width). Received shape: {shape}"
+        )
+    return tuple(shape[1:])
+
+
+def _build(
+    arch: ArchConfig,
+    variant: Optional[Variant],
+    *,
+    include_top: bool,
+    weights,
+    input_tensor,
+    input_shape,
+    pooling,
+    classes: int,
+    classifier_activation,
+    name: str,
+    data_format: Optional[str],
+    drop_rate: float,
+    bn_epsilon: Optional[float],
+    bn_momentum: float,
+) -> keras.Model:
+    data_format = data_format or keras.config.image_data_format()
+    _check_options(
+        drop_rate=drop_rate,
+        pooling=pooling,
+        classes=classes,
+        include_top=include_top,
+        data_format=data_format,
+        bn_epsilon=bn_epsilon,
+        bn_momentum=bn_momentum,
+    )
+    if variant is None:
+        variant = registry.find_variant(arch)
+    spec = weights_lib.resolve(weights, variant, include_top, classes)
+    if spec is not None:
+        imagenet_utils.validate_activation(classifier_activation, weights)
+    if bn_epsilon is None:
+        bn_epsilon = spec.bn_epsilon if spec is not None else blocks.BN_EPSILON
+
+    if input_tensor is not None and input_shape is None:
+        input_shape = _input_shape_of(input_tensor)
+    # keras' own checks: static shape with the top, 3 channels for pretrained
+    # weights, minimum size; its messages name `input_shape`.
+    input_shape = imagenet_utils.obtain_input_shape(
+        input_shape,
+        default_size=spec.input_size if spec is not None else arch.default_size,
+        min_size=min_input_size(arch),
+        data_format=data_format,
+        require_flatten=include_top,
+        weights="imagenet" if spec is not None else None,
+    )
+    if input_tensor is None:
+        img_input = keras.layers.Input(shape=input_shape, name="input_layer")
+    elif keras.backend.is_keras_tensor(input_tensor):
+        img_input = input_tensor
+    else:
+        img_input = keras.layers.Input(tensor=input_tensor, shape=input_shape)
+
+    opts = blocks.LayerOptions(data_format, bn_epsilon, bn_momentum)
+    x = blocks.stem(img_input, arch.num_init_features, arch.stem, opts)
+    for stage, num_layers in enumerate(arch.blocks):
+        x = blocks.dense_block(
+            x,
+            num_layers,
+            arch.growth_rate,
+            blocks.stage_name(stage),
+            opts,
+            bottleneck=arch.bottleneck,
+            bn_size=arch.bn_size,
+            drop_rate=drop_rate,
+        )
+        if stage < len(arch.blocks) - 1:
+            x = blocks.transition_block(x, arch.compression, blocks.transition_name(stage), opts)
+    x = blocks.head(x, opts, include_top, pooling, classes, classifier_activation)
+
+    if input_tensor is not None:
+        inputs = keras.utils.get_source_inputs(input_tensor)
+    else:
+        inputs = img_input
+    model = keras.Model(inputs, x, name=name)
+    weights_lib.load(model, weights, spec, include_top, variant)
+    return model
+
+
+def DenseNet(
+    blocks: Sequence[int],
+    growth_rate: int = 32,
+    *,
+    bottleneck: bool = True,
+    bn_size: int = 4,
+    compression: float = 0.5,
+    num_init_features: Optional[int] = None,
+    drop_rate: float = 0.0,
+    stem: str = "imagenet",
+    bn_epsilon: Optional[float] = None,
+    bn_momentum: float = BN_MOMENTUM,
+    include_top: bool = True,
+    weights=None,
+    input_tensor=None,
+    input_shape=None,
+    pooling: Optional[str] = None,
+    classes: int = 1000,
+    classifier_activation="softmax",
+    data_format: Optional[str] = None,
+    name: str = "densenet",
+) -> keras.Model:
+    """Builds any DenseNet of Huang et al. (CVPR 2017).
+
+    Args:
+        blocks: dense layers per dense block, e.g. ``(6, 12, 24, 16)``.
+        growth_rate: ``k``, feature maps added by each dense layer.
+        bottleneck: 1x1 bottleneck conv before each 3x3 conv (DenseNet-B).
+        bn_size: bottleneck width as a multiple of ``k``.
+        compression: ``theta`` in (0, 1]: transitions keep
+            ``floor(theta * channels)`` channels (DenseNet-C when < 1).
+        num_init_features: stem channels; ``None`` means ``2 * growth_rate``.
+        drop_rate: dropout rate after each dense layer, in [0, 1).
+        stem: ``"imagenet"`` (7x7/2 conv + 3x3/2 max-pool) or ``"cifar"``
+            (one 3x3 conv).
+        bn_epsilon: BatchNormalization epsilon; ``None`` picks the one the
+            requested weights were trained with (keras' 1.001e-5 otherwise).
+        bn_momentum: BatchNormalization momentum (Keras convention). Use 0.9
+            when training from scratch on a small dataset.
+        include_top: whether to add global average pooling and the classifier.
+        weights: ``None``, a weight-set name of the matching registered
+            variant (e.g. ``"imagenet"`` when the arguments spell DenseNet-121),
+            or a weights file path.
+        input_tensor: optional Keras tensor to use as the image input.
+        input_shape: optional input shape, e.g. ``(224, 224, 3)``; may have
+            ``None`` spatial sizes when ``include_top=False``.
+        pooling: ``None``, ``"avg"`` or ``"max"`` global pooling when
+            ``include_top=False``.
+        classes: classifier size when ``include_top=True``.
+        classifier_activation: activation of the classifier (``None`` gives
+            logits).
+        data_format: ``"channels_last"``, ``"channels_first"`` or ``None``
+            (Keras' configured default).
+        name: model name.
+
+    Returns:
+        A `keras.Model`.
+
+    Raises:
+        ValueError: for any invalid argument; the message names it.
+
+    Example:
+
+    >>> from keras_densenet import DenseNet
+    >>> # The d2l-book DenseNet: 4 blocks of 4 layers, k=32, no bottleneck.
+    >>> model = DenseNet((4, 4, 4, 4), 32, bottleneck=False, compression=0.5,
+    ...                  input_shape=(96, 96, 1), classes=10)
+    >>> model.output_shape
+    (None, 10)
+    """
+    arch = ArchConfig(
+        blocks=blocks,
+        growth_rate=growth_rate,
+        bottleneck=bottleneck,
+        bn_size=bn_size,
+        compression=compression,
+        num_init_features=num_init_features,
+        stem=stem,
+        default_size=224 if stem == "imagenet" else 32,
+    )
+    return _build(
+        arch,
+        None,
+        include_top=include_top,
+        weights=weights,
+        input_tensor=input_tensor,
+        input_shape=input_shape,
+        pooling=pooling,
+        classes=classes,
+        classifier_activation=classifier_activation,
+        name=name,
+        data_format=data_format,
+        drop_rate=drop_rate,
+        bn_epsilon=bn_epsilon,
+        bn_momentum=bn_momentum,
+    )
+
+
+_NAMED_DOC = """Instantiates {description}.
+
+    Same signature and defaults as `keras.applications.{func}` where that
+    exists, with the same layer names, so its weights load unchanged. Extras
+    (keyword-only): `data_format`, `drop_rate`, `bn_epsilon`, `bn_momentum`.
+
+    Architecture: blocks {blocks}, growth rate {k}, {init} initial features,
+    compression {theta}. Weights available: {weights}.
+
+    Args:
+        include_top: whether to include the classifier.
+        weights: ``None``, one of {weights}, or a weights file path.
+            Default: {default!r}.
+        input_tensor: optional Keras tensor to use as the image input.
+        input_shape: optional input shape when ``include_top=False``
+            (at least {min_size}x{min_size}; spatial sizes may be ``None``).
+        pooling: ``None``, ``"avg"`` or ``"max"`` when ``include_top=False``.
+        classes: classifier size (must be 1000 with pretrained weights and
+            the top).
+        classifier_activation: activation of the classifier.
+        name: model name.
+        data_format: ``"channels_last"``, ``"channels_first"`` or ``None``
+            (Keras' configured default).
+        drop_rate: dropout after each dense layer, in [0, 1).
+        bn_epsilon: ``None`` picks the epsilon the weights were trained with.
+        bn_momentum: BatchNormalization momentum (Keras convention).
+
+    Returns:
+        A `keras.Model`.
+
+    Example:
+
+    >>> import keras_densenet
+    >>> backbone = keras_densenet.{func}(include_top=False, weights=None,
+    ...                                  input_shape=(64, 64, 3), pooling="avg")
+    >>> backbone.output_shape
+    (None, {features})
+    """
+
+
+def _num_features(arch: ArchConfig) -> int:
+    """Channels after the last dense block."""
+    channels = arch.num_init_features
+    for stage, n in enumerate(arch.blocks):
+        channels += n * arch.growth_rate
+        if stage < len(arch.blocks) - 1:
+            channels = int(channels * arch.compression)
+    return channels
+
+
+def _named_builder(variant_name: str, func_name: str):
+    variant = registry.get_variant(variant_name)
+
+    def builder(
+        include_top: bool = True,
+        weights=variant.default_weights,
+        input_tensor=None,
+        input_shape=None,
+        pooling: Optional[str] = None,
+        classes: int = 1000,
+        classifier_activation="softmax",
+        name: str = variant.name,
+        *,
+        data_format: Optional[str] = None,
+        drop_rate: float = 0.0,
+        bn_epsilon: Optional[float] = None,
+        bn_momentum: float = BN_MOMENTUM,
+    ) -> keras.Model:
+        return _build(
+            variant.arch,
+            variant,
+            include_top=include_top,
+            weights=weights,
+            input_tensor=input_tensor,
+            input_shape=input_shape,
+            pooling=pooling,
+            classes=classes,
+            classifier_activation=classifier_activation,
+            name=name,
+            data_format=data_format,
+            drop_rate=drop_rate,
+            bn_epsilon=bn_epsilon,
+            bn_momentum=bn_momentum,
+        )
+
+    arch = variant.arch
+    builder.__name__ = builder.__qualname__ = func_name
+    builder.__doc__ = _NAMED_DOC.format(
+        description=variant.description,
+        func=func_name,
+        blocks=arch.blocks,
+        k=arch.growth_rate,
+        init=arch.num_init_features,
+        theta=arch.compression,
+        weights=", ".join(repr(w) for w in variant.weights) or "none",
+        default=variant.default_weights,
+        min_size=min_input_size(arch),
+        features=_num_features(arch),
+    )
+    return builder
+
+
+DenseNet121 = _named_builder("densenet121", "DenseNet121")
+DenseNet161 = _named_builder("densenet161", "DenseNet161")
+DenseNet169 = _named_builder("densenet169", "DenseNet169")
+DenseNet201 = _named_builder("densenet201", "DenseNet201")
+DenseNet264 = _named_builder("densenet264", "DenseNet264")
+
+
+def check_bc_depth(depth) -> int:
+    """Layers per dense block of a CIFAR DenseNet-BC of total depth `depth`.
+
+    Depth counts conv and dense layers: 3 blocks of n bottleneck layers (2
+    convs each), the stem conv, 2 transitions and the classifier: 6n + 4.
+    """
+    if (
+        not isinstance(depth, numbers.Integral)
+        or isinstance(depth, bool)
+        or depth < 10
+        or (depth - 4) % 6
+    ):
+        raise ValueError(
+            "`depth` of a DenseNet-BC must be 6n + 4 with n >= 1 layers per "
+            "dense block (e.g. 40, 100, 190, 250). "
+            f"Received: depth={depth!r}"
+        )
+    return (depth - 4) // 6
+
+
+def DenseNetBC(
+    depth: int = 100,
+    growth_rate: int = 12,
+    include_top: bool = True,
+    weights=None,
+    input_tensor=None,
+    input_shape=None,
+    pooling: Optional[str] = None,
+    classes: int = 10,
+    classifier_activation="softmax",
+    name: Optional[str] = None,
+    *,
+    compression: float = 0.5,
+    bn_size: int = 4,
+    drop_rate: float = 0.0,
+    data_format: Optional[str] = None,
+    bn_epsilon: Optional[float] = None,
+    bn_momentum: float = BN_MOMENTUM,
+) -> keras.Model:
+    """The paper's CIFAR DenseNet-BC: 3 dense blocks of ``(depth - 4) / 6``
+    bottleneck layers, ``2k`` initial features from one 3x3 conv, and
+    compression 0.5.
+
+    Paper sizes (10 classes): ``DenseNetBC(100, 12)`` 0.8M parameters,
+    ``DenseNetBC(250, 24)`` 15.3M, ``DenseNetBC(190, 40)`` 25.6M.
+
+    Args:
+        depth: total depth ``L = 6n + 4``.
+        growth_rate: ``k``.
+        include_top, weights, input_tensor, input_shape, pooling, classes,
+        classifier_activation, name, data_format, drop_rate, bn_epsilon,
+        bn_momentum: as in `DenseNet` (default input 32x32x3, 10 classes).
+        compression: ``theta`` of the transitions.
+        bn_size: bottleneck width as a multiple of ``k``.
+
+    Returns:
+        A `keras.Model`.
+
+    Raises:
+        ValueError: if `depth` is not 6n + 4, or for any invalid argument.
+
+    Example:
+
+    >>> from keras_densenet import DenseNetBC
+    >>> model = DenseNetBC(depth=40, growth_rate=12)
+    >>> model.output_shape
+    (None, 10)
+    """
+    n = check_bc_depth(depth)
+    arch = ArchConfig(
+        blocks=(n, n, n),
+        growth_rate=growth_rate,
+        bn_size=bn_size,
+        compression=compression,
+        stem="cifar",
+        default_size=32,
+    )
+    return _build(
+        arch,
+        None,
+        include_top=include_top,
+        weights=weights,
+        input_tensor=input_tensor,
+        input_shape=input_shape,
+        pooling=pooling,
+        classes=classes,
+        classifier_activation=classifier_activation,
+        name=name or f"densenet_bc_{depth}_k{growth_rate}",
+        data_format=data_format,
+        drop_rate=drop_rate,
+        bn_epsilon=bn_epsilon,
+        bn_momentum=bn_momentum,
+    )
+
+
+def build(variant_name: str, **kwargs) -> keras.Model:
+    """Builds a registered variant by name, e.g. ``build("densenet121")``.
+
+    `kwargs` are those of `DenseNet` (architecture knobs excluded); named
+    variants default to ``weights=None`` here, unlike their builders.
+
+    Example:
+
+    >>> from keras_densenet import build
+    >>> build("densenet_bc_100_k12").count_params()
+    769162
+    """
+    variant = registry.get_variant(variant_name)
+    kwargs.setdefault("weights", None)
+    kwargs.setdefault("name", variant.name)
+    kwargs.setdefault("classes", 1000 if variant.arch.stem == "imagenet" else 10)
+    return _build(
+        variant.arch,
+        variant,
+        **{
+            "include_top": True,
+            "input_tensor": None,
+            "input_shape": None,
+            "pooling": None,
+            "classifier_activation": "softmax",
+            "data_format": None,
+            "drop_rate": 0.0,
+            "bn_epsilon": None,
+            "bn_momentum": BN_MOMENTUM,
+            **kwargs,
+        },
+    )
+
+
+_BLOCK_OUTPUT = re.compile(r"^conv(\d+)_block(\d+)_concat$")
+
+
+def multiscale_features(model: keras.Model) -> keras.Model:
+    """A model returning every dense block's output, for detection/segmentation.
+
+    Level ``i`` is the output of dense block ``i`` (before its transition):
+    strides 4, 8, 16, 32 for the ImageNet variants (1, 2, 4 for CIFAR ones).
+    The last level is taken after the final BN-ReLU (the ``relu`` layer),
+    since that is what the classifier sees.
+
+    Args:
+        model: a DenseNet built by this package (any `include_top`).
+
+    Returns:
+        A `keras.Model` with the same inputs and one output per dense block,
+        sharing `model`'s layers and weights.
+
+    Raises:
+        ValueError: if `model` has no DenseNet block outputs.
+
+    Example:
+
+    >>> import keras_densenet
+    >>> backbone = keras_densenet.DenseNet121(include_top=False, weights=None)
+    >>> features = keras_densenet.multiscale_features(backbone)
+    >>> [tuple(s) for s in features.output_shape]  # doctest: +NORMALIZE_WHITESPACE
+    [(None, None, None, 256), (None, None, None, 512),
+     (None, None, None, 1024), (None, None, None, 1024)]
+    """
+    last_block = {}
+    for layer in model.layers:
+        match = _BLOCK_OUTPUT.match(layer.name)
+        if match:
+            stage, index = int(match.group(1)), int(match.group(2))
+            if index >= last_block.get(stage, (0, None))[0]:
+                last_block[stage] = (index, layer)
+    if not last_block:
+        raise ValueError(
+            f"`model` {model.name!r} has no dense block outputs (layers named "
+            "'conv<stage>_block<i>_concat'); pass a model built by keras_densenet."
+        )
+    stages = sorted(last_block)
+    outputs = [last_block[s][1].output for s in stages[:-1]]
+    outputs.append(model.get_layer("relu").output)
+    return keras.Model(model.inputs, outputs, name=f"{model.name}_features")

@@ -1,0 +1,47 @@
+"""Shared fixtures. The suite runs once per backend (KERAS_BACKEND is read when
+keras is imported), e.g. ``KERAS_BACKEND=jax python -m pytest tests``."""
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+BACKEND = keras.backend.backend()
+
+
+@pytest.fixture(autouse=True)
+def _clean_keras_state():
+    """Each test starts from Keras defaults and a fixed seed."""
+    keras.utils.clear_session()
+    keras.utils.set_random_seed(0)
+    keras.config.set_image_data_format("channels_last")
+    keras.config.set_dtype_policy("float32")
+    yield
+    keras.config.set_image_data_format("channels_last")
+    keras.config.set_dtype_policy("float32")
+
+
+@pytest.fixture
+def keras_home(tmp_path, monkeypatch):
+    """An empty Keras cache directory, so downloads never hit the real cache."""
+    from keras.src.backend import config
+
+    home = tmp_path / "keras_home"
+    home.mkdir()
+    # keras reads $KERAS_HOME once, at import; patch the resolved value.
+    monkeypatch.setattr(config, "_KERAS_DIR", str(home))
+    return home
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(0)
+
+
+def images(n=2, size=32, channels=3, seed=0, data_format="channels_last"):
+    """A float32 batch of random images in [0, 255]."""
+    shape = (n, size, size, channels) if data_format == "channels_last" else (n, channels, size, size)
+    return np.random.default_rng(seed).uniform(0, 255, shape).astype("float32")

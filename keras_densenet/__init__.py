@@ -9,6 +9,7 @@ Example:
 (None, 1024)
 """
 
+from keras_densenet.convert import convert_checkpoint
 from keras_densenet.imagenet import decode_predictions, preprocess_input
 from keras_densenet.models import (
     DenseNet,
@@ -35,6 +36,7 @@ __all__ = [
     "DenseNetBC",
     "VARIANTS",
     "build",
+    "convert_checkpoint",
     "decode_predictions",
     "get_variant",
     "multiscale_features",

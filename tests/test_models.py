@@ -1,0 +1,271 @@
+"""Builders: keras.applications parity, every registered variant, options."""
+
+import os
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+
+import keras_densenet as kd
+from keras_densenet import models, registry
+from tests.conftest import images
+
+KERAS_APPS = {
+    "densenet121": (keras.applications.DenseNet121, 8_062_504),
+    "densenet169": (keras.applications.DenseNet169, 14_307_880),
+    "densenet201": (keras.applications.DenseNet201, 20_242_984),
+}
+TINY = dict(blocks=(2, 3), growth_rate=4, num_init_features=8)
+
+
+def run(model, x):
+    """Eager inference: no XLA/graph compilation, which dominates on big models."""
+    out = model(x, training=False)
+    return [keras.ops.convert_to_numpy(o) for o in out] if isinstance(out, (list, tuple)) else keras.ops.convert_to_numpy(out)
+
+
+def _weighted(model):
+    return [(l.name, [tuple(w.shape) for w in l.weights]) for l in model.layers if l.weights]
+
+
+@pytest.mark.parametrize("variant", sorted(KERAS_APPS))
+def test_keras_applications_parity(variant):
+    """Same weighted layers, parameter count and predictions as keras.applications."""
+    keras_builder, params = KERAS_APPS[variant]
+    theirs = keras_builder(weights=None)
+    ours = kd.build(variant)
+    assert ours.count_params() == theirs.count_params() == params
+    assert _weighted(ours) == _weighted(theirs)
+
+    ours.set_weights(theirs.get_weights())
+    x = kd.preprocess_input(images(2, 224, seed=1))
+    diff = np.abs(run(ours, x) - run(theirs, x)).max()
+    assert diff <= 1e-5
+
+
+def test_densenet161_matches_torchvision_parameter_count():
+    model = kd.DenseNet161(weights=None)
+    trainable = sum(int(np.prod(w.shape)) for w in model.trainable_weights)
+    assert trainable == 28_681_000
+
+
+@pytest.mark.parametrize(
+    "depth, k, millions", [(100, 12, 0.8), (250, 24, 15.3), (190, 40, 25.6)]
+)
+def test_densenet_bc_parameter_counts_match_paper(depth, k, millions):
+    model = kd.DenseNetBC(depth=depth, growth_rate=k, classes=10)
+    trainable = sum(int(np.prod(w.shape)) for w in model.trainable_weights)
+    assert round(trainable / 1e6, 1) == millions
+    assert model.get_layer(f"conv2_block{(depth - 4) // 6}_concat")  # (L-4)/6 layers per block
+    assert model.get_layer("conv1_conv").output.shape[-1] == 2 * k
+
+
+@pytest.mark.parametrize("name", sorted(registry.VARIANTS))
+def test_every_variant_builds_at_its_minimum_size(name):
+    variant = registry.get_variant(name)
+    size = models.min_input_size(variant.arch)
+    model = kd.build(name, include_top=False, input_shape=(size, size, 3), pooling="avg")
+    assert model.output_shape == (None, models._num_features(variant.arch))
+    out = run(model, images(1, size))
+    assert np.isfinite(out).all()
+
+
+def test_d2l_densenet_in_one_call():
+    """d2l.ai's DenseNet: 4 blocks of 4 layers, k=32, no bottleneck, theta=0.5."""
+    model = kd.DenseNet((4, 4, 4, 4), growth_rate=32, bottleneck=False, compression=0.5,
+                        input_shape=(96, 96, 1), classes=10)
+    names = {l.name for l in model.layers}
+    assert "conv2_block1_2_conv" in names and "conv2_block1_1_conv" not in names
+    # 64 stem channels + 4*32 = 192 -> transition keeps 96, as in d2l.
+    assert model.get_layer("pool2_conv").output.shape[-1] == 96
+    assert model.output_shape == (None, 10)
+
+
+def test_growth_rate_and_compression_shape_channels():
+    model = kd.DenseNet((3, 2), growth_rate=5, compression=0.6, num_init_features=10,
+                        include_top=False, input_shape=(32, 32, 3))
+    assert model.get_layer("conv2_block3_concat").output.shape[-1] == 10 + 3 * 5
+    assert model.get_layer("pool2_conv").output.shape[-1] == int(0.6 * 25)
+    assert model.get_layer("conv2_block1_1_conv").output.shape[-1] == 4 * 5  # bn_size * k
+    assert model.output_shape[-1] == 15 + 2 * 5
+
+
+@pytest.mark.parametrize(
+    "input_shape, pooling, rank",
+    [((32, 32, 3), None, 4), ((45, 61, 3), "avg", 2), ((None, None, 3), "max", 2),
+     ((None, None, 3), None, 4)],
+)
+def test_headless_any_input_size(input_shape, pooling, rank):
+    model = kd.DenseNet121(include_top=False, weights=None, input_shape=input_shape, pooling=pooling)
+    size = input_shape[:2] if input_shape[0] else (64, 80)
+    out = run(model, images(1, 1)[:, :1, :1].repeat(size[0], 1).repeat(size[1], 2))
+    assert out.ndim == rank and out.shape[-1] == 1024
+    if rank == 4:  # total stride 32, floor at every pooling
+        assert out.shape[1:3] == (size[0] // 32, size[1] // 32)
+
+
+def test_channels_first_matches_channels_last():
+    last = kd.DenseNet121(weights=None, include_top=False, input_shape=(64, 64, 3), pooling="avg")
+    first = kd.DenseNet121(weights=None, include_top=False, input_shape=(3, 64, 64),
+                           pooling="avg", data_format="channels_first")
+    first.set_weights(last.get_weights())
+    x = images(2, 64)
+    expected = run(last, x)
+    np.testing.assert_allclose(run(first, x.transpose(0, 3, 1, 2)), expected,
+                               atol=1e-4, rtol=1e-4)
+
+
+def test_channels_first_from_keras_config():
+    keras.config.set_image_data_format("channels_first")
+    model = kd.DenseNet(**TINY, include_top=False, input_shape=(3, 32, 32))
+    assert model.output_shape[1] == models._num_features(registry.ArchConfig(**TINY))
+
+
+def test_multiscale_features_strides():
+    backbone = kd.DenseNet121(include_top=False, weights=None, input_shape=(64, 64, 3))
+    features = kd.multiscale_features(backbone)
+    shapes = [tuple(o.shape) for o in run(features, images(1, 64))]
+    assert shapes == [(1, 16, 16, 256), (1, 8, 8, 512), (1, 4, 4, 1024), (1, 2, 2, 1024)]
+
+
+def test_multiscale_features_rejects_other_models():
+    model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(2)])
+    with pytest.raises(ValueError, match="dense block outputs"):
+        kd.multiscale_features(model)
+
+
+def test_input_tensor():
+    inp = keras.Input((40, 40, 3))
+    model = kd.DenseNet(**TINY, include_top=False, input_tensor=inp, pooling="avg")
+    assert model.inputs[0] is inp
+
+
+def test_drop_rate_adds_dropout_after_each_dense_layer():
+    model = kd.DenseNet(**TINY, drop_rate=0.5, input_shape=(32, 32, 3), classes=3,
+                        classifier_activation=None)
+    drops = [l for l in model.layers if isinstance(l, keras.layers.Dropout)]
+    assert len(drops) == sum(TINY["blocks"]) and all(d.rate == 0.5 for d in drops)
+    x = images(2, 32)
+    assert not np.allclose(model(x, training=True), model(x, training=False))
+
+
+def test_bn_options_reach_every_batch_norm():
+    model = kd.DenseNet(**TINY, bn_epsilon=1e-3, bn_momentum=0.9, input_shape=(32, 32, 3))
+    bns = [l for l in model.layers if isinstance(l, keras.layers.BatchNormalization)]
+    assert bns and all(b.epsilon == 1e-3 and b.momentum == 0.9 for b in bns)
+
+
+def test_fit_runs_a_few_steps():
+    model = kd.DenseNet(**TINY, input_shape=(32, 32, 3), classes=3, bn_momentum=0.9)
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    x, y = images(8, 32) / 255.0, np.arange(8) % 3
+    before = [w.copy() for w in model.get_weights()]
+    history = model.fit(x, y, batch_size=4, epochs=2, verbose=0)
+    assert len(history.history["loss"]) == 2 and np.isfinite(history.history["loss"]).all()
+    assert any(not np.allclose(a, b) for a, b in zip(before, model.get_weights()))
+
+
+def test_keras_file_round_trip_in_fresh_process(tmp_path):
+    model = kd.DenseNet(**TINY, input_shape=(32, 32, 3), classes=4)
+    x = images(2, 32)
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "y.npy", model.predict(x, verbose=0))
+    model.save(tmp_path / "m.keras")
+    code = (
+        "import numpy as np, keras, sys; d = sys.argv[1];"
+        "m = keras.saving.load_model(d + '/m.keras', safe_mode=True);"
+        "np.testing.assert_array_equal(m.predict(np.load(d + '/x.npy'), verbose=0), np.load(d + '/y.npy'))"
+    )
+    env = dict(os.environ, KERAS_BACKEND=keras.backend.backend())
+    proc = subprocess.run([sys.executable, "-c", code, str(tmp_path)], env=env,
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+def test_preprocess_input_is_keras_applications():
+    x = images(2, 8)
+    np.testing.assert_array_equal(
+        kd.preprocess_input(x.copy()), keras.applications.densenet.preprocess_input(x.copy())
+    )
+    first = kd.preprocess_input(x.transpose(0, 3, 1, 2).copy(), data_format="channels_first")
+    np.testing.assert_allclose(first.transpose(0, 2, 3, 1), kd.preprocess_input(x.copy()), rtol=1e-6)
+
+
+def test_decode_predictions_is_keras_applications(monkeypatch):
+    from keras.src.applications import imagenet_utils
+
+    index = {str(i): [f"n{i:08d}", f"class_{i}"] for i in range(1000)}
+    monkeypatch.setattr(imagenet_utils, "CLASS_INDEX", index)  # no download
+    preds = np.random.default_rng(0).random((2, 1000))
+    ours = kd.decode_predictions(preds, top=3)
+    assert ours == keras.applications.densenet.decode_predictions(preds, top=3)
+    assert ours[0][0][1] == f"class_{int(preds[0].argmax())}"
+
+
+def test_generic_builder_finds_registered_weights():
+    variant = registry.find_variant(registry.ArchConfig(blocks=(6, 12, 24, 16)))
+    assert variant is not None and variant.name == "densenet121"
+    assert registry.find_variant(registry.ArchConfig(**TINY)) is None
+
+
+# ---- bad input: one test per case, each message names the argument ---------
+
+BAD_ARGUMENTS = [
+    (dict(growth_rate=0), "growth_rate"),
+    (dict(growth_rate=-4), "growth_rate"),
+    (dict(blocks=()), "blocks"),
+    (dict(blocks=(2, 0)), "blocks"),
+    (dict(compression=0.0), "compression"),
+    (dict(compression=1.5), "compression"),
+    (dict(drop_rate=1.0), "drop_rate"),
+    (dict(drop_rate=-0.1), "drop_rate"),
+    (dict(pooling="mean", include_top=False), "pooling"),
+    (dict(stem="resnet"), "stem"),
+    (dict(bn_size=0), "bn_size"),
+    (dict(bn_momentum=1.0), "bn_momentum"),
+    (dict(data_format="NHWC"), "data_format"),
+    (dict(weights="imagenet22k"), "weights"),
+    (dict(weights="missing/densenet.weights.h5"), "not found"),
+    (dict(include_top=False, input_shape=(4, 4, 3)), "at least"),
+    (dict(classes=0), "classes"),
+]
+
+
+@pytest.mark.parametrize("kwargs, message", BAD_ARGUMENTS, ids=[m for _, m in BAD_ARGUMENTS])
+def test_bad_arguments_raise_value_error(kwargs, message):
+    args = {**TINY, "input_shape": (32, 32, 3), **kwargs}
+    with pytest.raises(ValueError, match=message):
+        kd.DenseNet(**args)
+
+
+def test_unknown_weights_lists_allowed_names():
+    with pytest.raises(ValueError, match="'imagenet'.*'torchvision'"):
+        kd.DenseNet121(weights="imagenet21k")
+
+
+def test_imagenet_weights_require_1000_classes_with_top():
+    with pytest.raises(ValueError, match="classes"):
+        kd.DenseNet121(weights="imagenet", classes=10)
+
+
+def test_imagenet_weights_require_three_channels():
+    with pytest.raises(ValueError, match="3 channels"):
+        kd.DenseNet121(weights="imagenet", include_top=False, input_shape=(64, 64, 1))
+
+
+def test_input_too_small_for_variant():
+    with pytest.raises(ValueError, match="at least 32x32"):
+        kd.DenseNet169(weights=None, include_top=False, input_shape=(31, 64, 3))
+
+
+@pytest.mark.parametrize("depth", [99, 0, 4, 40.0, "100"])
+def test_invalid_densenet_bc_depth(depth):
+    with pytest.raises(ValueError, match="depth"):
+        kd.DenseNetBC(depth=depth)
+
+
+def test_unknown_variant_lists_registry():
+    with pytest.raises(ValueError, match="densenet121"):
+        kd.build("densenet122")

@@ -41,7 +41,30 @@ def rng():
     return np.random.default_rng(0)
 
 
+def run(model, x):
+    """Inference as NumPy. JAX and torch compile (`predict`): their eager
+    op-by-op mode is several times slower on a deep DenseNet; TF's is fast."""
+    if BACKEND == "tensorflow":
+        out = model(x, training=False)
+        return [np.asarray(o) for o in out] if isinstance(out, (list, tuple)) else np.asarray(out)
+    return model.predict(x, verbose=0)
+
+
 def images(n=2, size=32, channels=3, seed=0, data_format="channels_last"):
     """A float32 batch of random images in [0, 255]."""
     shape = (n, size, size, channels) if data_format == "channels_last" else (n, channels, size, size)
     return np.random.default_rng(seed).uniform(0, 255, shape).astype("float32")
+
+
+@pytest.fixture
+def image_folder(tmp_path):
+    """An image folder with two classes of 6 small PNGs each (dark vs bright)."""
+    from PIL import Image
+
+    root = tmp_path / "images"
+    for label, value in (("dark", 30), ("bright", 220)):
+        (root / label).mkdir(parents=True)
+        for i in range(6):
+            pixels = np.full((40, 40, 3), value, "uint8") + np.uint8(i)
+            Image.fromarray(pixels).save(root / label / f"{i}.png")
+    return root

@@ -36,6 +36,7 @@ import dataclasses
 
 from keras import layers
 
+from keras_densenet import efficient
 from keras_densenet.registry import KERAS_BN_EPSILON
 
 #: Default BatchNormalization epsilon: keras.applications' value, so that its
@@ -142,12 +143,24 @@ def dense_layer(
     return layers.Concatenate(axis=opts.channel_axis, name=f"{name}_concat")([x, y])
 
 
-def dense_block(x, num_layers: int, growth_rate: int, name: str, opts: LayerOptions, **layer_kwargs):
+def dense_block(
+    x,
+    num_layers: int,
+    growth_rate: int,
+    name: str,
+    opts: LayerOptions,
+    memory_efficient: bool = False,
+    **layer_kwargs,
+):
     """`num_layers` dense layers; each sees every earlier feature map.
 
     The output has ``in_channels + num_layers * growth_rate`` channels.
     `layer_kwargs` go to `dense_layer` (bottleneck, bn_size, drop_rate).
+    ``memory_efficient=True`` builds `efficient.dense_block` instead: same
+    math and weights, activations recomputed in the backward pass.
     """
+    if memory_efficient:
+        return efficient.dense_block(x, num_layers, growth_rate, name, opts, **layer_kwargs)
     for i in range(num_layers):
         x = dense_layer(x, growth_rate, f"{name}_block{i + 1}", opts, **layer_kwargs)
     return x

@@ -17,7 +17,7 @@ import keras
 # own input validation, so reusing it keeps our errors identical to theirs.
 from keras.src.applications import imagenet_utils
 
-from keras_densenet import blocks, registry, weights as weights_lib
+from keras_densenet import blocks, efficient, registry, weights as weights_lib
 from keras_densenet.blocks import BN_MOMENTUM
 from keras_densenet.registry import ArchConfig, Variant
 
@@ -93,7 +93,31 @@ def _build(
     drop_rate: float,
     bn_epsilon: Optional[float],
     bn_momentum: float,
+    memory_efficient: bool = False,
 ) -> keras.Model:
+    if not isinstance(memory_efficient, bool):
+        raise ValueError(
+            f"`memory_efficient` must be True or False. Received: memory_efficient={memory_efficient!r}"
+        )
+    # Weight files address layers by class and position, so a file fits only
+    # the graph kind it came from (pretrained sets and other files: the
+    # standard one): load it into that kind, then copy the identical list.
+    saved_me = efficient.saved_memory_efficient(weights)
+    if weights is not None and saved_me is None:
+        saved_me = False
+    if saved_me is not None and saved_me != memory_efficient:
+        kwargs = dict(
+            include_top=include_top, input_tensor=None, pooling=pooling, classes=classes,
+            classifier_activation=classifier_activation, name=name, data_format=data_format,
+            drop_rate=drop_rate, bn_epsilon=bn_epsilon, bn_momentum=bn_momentum,
+        )
+        if input_tensor is not None and input_shape is None:
+            input_shape = _input_shape_of(input_tensor)
+        donor = _build(arch, variant, weights=weights, input_shape=input_shape, memory_efficient=saved_me, **kwargs)
+        kwargs["input_tensor"] = input_tensor
+        model = _build(arch, variant, weights=None, input_shape=input_shape, memory_efficient=memory_efficient, **kwargs)
+        model.set_weights(donor.get_weights())
+        return model
     data_format = data_format or keras.config.image_data_format()
     _check_options(
         drop_rate=drop_rate,
@@ -110,7 +134,7 @@ def _build(
     if spec is not None:
         imagenet_utils.validate_activation(classifier_activation, weights)
     if bn_epsilon is None:
-        bn_epsilon = spec.bn_epsilon if spec is not None else blocks.BN_EPSILON
+        bn_epsilon = weights_lib.bn_epsilon_for(weights, spec)
 
     if input_tensor is not None and input_shape is None:
         input_shape = _input_shape_of(input_tensor)
@@ -143,6 +167,7 @@ def _build(
             bottleneck=arch.bottleneck,
             bn_size=arch.bn_size,
             drop_rate=drop_rate,
+            memory_efficient=memory_efficient,
         )
         if stage < len(arch.blocks) - 1:
             x = blocks.transition_block(x, arch.compression, blocks.transition_name(stage), opts)
@@ -178,6 +203,7 @@ def DenseNet(
     classifier_activation="softmax",
     data_format: Optional[str] = None,
     name: str = "densenet",
+    memory_efficient: bool = False,
 ) -> keras.Model:
     """Builds any DenseNet of Huang et al. (CVPR 2017).
 
@@ -211,6 +237,11 @@ def DenseNet(
         data_format: ``"channels_last"``, ``"channels_first"`` or ``None``
             (Keras' configured default).
         name: model name.
+        memory_efficient: recompute each dense layer's concat-BN-ReLU-conv
+            chain in the backward pass (Pleiss et al., 2017): training
+            activation memory grows linearly instead of quadratically with
+            depth, for some extra compute. Same math and weight list as the
+            standard graph; see the README.
 
     Returns:
         A `keras.Model`.
@@ -252,6 +283,7 @@ def DenseNet(
         drop_rate=drop_rate,
         bn_epsilon=bn_epsilon,
         bn_momentum=bn_momentum,
+        memory_efficient=memory_efficient,
     )
 
 
@@ -259,7 +291,8 @@ _NAMED_DOC = """Instantiates {description}.
 
     Same signature and defaults as `keras.applications.{func}` where that
     exists, with the same layer names, so its weights load unchanged. Extras
-    (keyword-only): `data_format`, `drop_rate`, `bn_epsilon`, `bn_momentum`.
+    (keyword-only): `data_format`, `drop_rate`, `bn_epsilon`, `bn_momentum`,
+    `memory_efficient`.
 
     Architecture: blocks {blocks}, growth rate {k}, {init} initial features,
     compression {theta}. Weights available: {weights}.
@@ -281,6 +314,9 @@ _NAMED_DOC = """Instantiates {description}.
         drop_rate: dropout after each dense layer, in [0, 1).
         bn_epsilon: ``None`` picks the epsilon the weights were trained with.
         bn_momentum: BatchNormalization momentum (Keras convention).
+        memory_efficient: recompute activations in the backward pass to
+            train with linear instead of quadratic activation memory (same
+            math and weights; see `DenseNet`).
 
     Returns:
         A `keras.Model`.
@@ -322,6 +358,7 @@ def _named_builder(variant_name: str, func_name: str):
         drop_rate: float = 0.0,
         bn_epsilon: Optional[float] = None,
         bn_momentum: float = BN_MOMENTUM,
+        memory_efficient: bool = False,
     ) -> keras.Model:
         return _build(
             variant.arch,
@@ -338,6 +375,7 @@ def _named_builder(variant_name: str, func_name: str):
             drop_rate=drop_rate,
             bn_epsilon=bn_epsilon,
             bn_momentum=bn_momentum,
+            memory_efficient=memory_efficient,
         )
 
     arch = variant.arch
@@ -402,6 +440,7 @@ def DenseNetBC(
     data_format: Optional[str] = None,
     bn_epsilon: Optional[float] = None,
     bn_momentum: float = BN_MOMENTUM,
+    memory_efficient: bool = False,
 ) -> keras.Model:
     """The paper's CIFAR DenseNet-BC: 3 dense blocks of ``(depth - 4) / 6``
     bottleneck layers, ``2k`` initial features from one 3x3 conv, and
@@ -415,7 +454,7 @@ def DenseNetBC(
         growth_rate: ``k``.
         include_top, weights, input_tensor, input_shape, pooling, classes,
         classifier_activation, name, data_format, drop_rate, bn_epsilon,
-        bn_momentum: as in `DenseNet` (default input 32x32x3, 10 classes).
+        bn_momentum, memory_efficient: as in `DenseNet` (default input 32x32x3, 10 classes).
         compression: ``theta`` of the transitions.
         bn_size: bottleneck width as a multiple of ``k``.
 
@@ -456,6 +495,7 @@ def DenseNetBC(
         drop_rate=drop_rate,
         bn_epsilon=bn_epsilon,
         bn_momentum=bn_momentum,
+        memory_efficient=memory_efficient,
     )
 
 
@@ -468,8 +508,8 @@ def build(variant_name: str, **kwargs) -> keras.Model:
     Example:
 
     >>> from keras_densenet import build
-    >>> build("densenet_bc_100_k12").count_params()
-    769162
+    >>> build("densenet_bc_100_k12").output_shape  # CIFAR variants: 10 classes
+    (None, 10)
     """
     variant = registry.get_variant(variant_name)
     kwargs.setdefault("weights", None)
@@ -488,6 +528,7 @@ def build(variant_name: str, **kwargs) -> keras.Model:
             "drop_rate": 0.0,
             "bn_epsilon": None,
             "bn_momentum": BN_MOMENTUM,
+            "memory_efficient": False,
             **kwargs,
         },
     )

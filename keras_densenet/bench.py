@@ -1,0 +1,267 @@
+"""Benchmark of memory-efficient training: memory saved and time it costs.
+
+Three measurements, standard vs ``memory_efficient=True``:
+
+* ``activations``: bytes saved for the backward pass per image, one training
+  step, measured deterministically on the JAX backend from the residuals of
+  the loss's VJP (`jax._src.ad_checkpoint.saved_residuals`, the function
+  behind `jax.ad_checkpoint.print_saved_residuals`). Tracing is abstract, so
+  224x224 DenseNet-264 needs no memory. Residuals that are the function's
+  arguments (weights, the input batch) are not activations and are left out;
+  "per image" is the difference between batch 2 and batch 1.
+* ``time``: seconds per ``train_on_batch`` step on each backend.
+* ``rss``: peak resident memory (``ru_maxrss``) of a process that runs
+  ``model.fit``, by default on the torch backend.
+
+Each measurement runs in a fresh subprocess, since the Keras backend is fixed
+at import and peak RSS is per process.
+
+Example::
+
+    keras-densenet bench --measure activations
+    keras-densenet bench --measure time --backends tensorflow,jax,torch
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from typing import Sequence
+
+MEASURES = ("activations", "time", "rss")
+BACKENDS = ("tensorflow", "jax", "torch")
+MB = 1e6
+
+
+def residual_bytes(model, batch_size: int) -> int:
+    """Bytes JAX saves for the backward pass of one training step of `model`.
+
+    Only on the JAX backend. The loss is the mean of the model output, so its
+    own residuals are nil; residuals that are arguments (trainable weights,
+    the input batch) are not counted.
+
+    Args:
+        model: a built Keras model with a static input shape.
+        batch_size: the batch size to trace with.
+
+    Returns:
+        The total size in bytes of the saved residuals.
+
+    Example::
+
+        # KERAS_BACKEND=jax
+        import keras_densenet
+        from keras_densenet.bench import residual_bytes
+        residual_bytes(keras_densenet.DenseNetBC(40, 12), batch_size=1)
+    """
+    import jax
+    import keras
+    from jax._src.ad_checkpoint import saved_residuals
+
+    if keras.backend.backend() != "jax":
+        raise ValueError(
+            "residual_bytes needs KERAS_BACKEND=jax. "
+            f"Received backend: {keras.backend.backend()!r}"
+        )
+    non_trainable = [v.value for v in model.non_trainable_variables]
+
+    def loss_fn(trainable, x):
+        y, _ = model.stateless_call(trainable, non_trainable, x, training=True)
+        y = y if not isinstance(y, (list, tuple)) else y[-1]
+        return keras.ops.mean(y)
+
+    trainable = [jax.ShapeDtypeStruct(tuple(v.shape), v.dtype) for v in model.trainable_variables]
+    x = jax.ShapeDtypeStruct((batch_size,) + tuple(model.input_shape[1:]), "float32")
+    total = 0
+    for aval, source in saved_residuals(loss_fn, trainable, x):
+        if not source.startswith("from the argument"):
+            total += aval.size * aval.dtype.itemsize
+    return total
+
+
+def _build(variant: str, memory_efficient: bool, image_size: int, drop_rate: float = 0.0):
+    import keras_densenet
+
+    v = keras_densenet.get_variant(variant)
+    classes = 1000 if v.arch.stem == "imagenet" else 10
+    return keras_densenet.build(
+        variant,
+        input_shape=(image_size, image_size, 3),
+        classes=classes,
+        memory_efficient=memory_efficient,
+        drop_rate=drop_rate,
+    )
+
+
+def activations_per_image(variant: str, memory_efficient: bool, image_size: int = 224) -> float:
+    """Activation bytes saved per image for one training step (JAX backend)."""
+    model = _build(variant, memory_efficient, image_size)
+    return float(residual_bytes(model, 2) - residual_bytes(model, 1))
+
+
+def step_time(variant: str, memory_efficient: bool, image_size: int, batch_size: int, steps: int) -> float:
+    """Median seconds per ``train_on_batch`` step on the current backend."""
+    import time
+
+    import numpy as np
+
+    model = _build(variant, memory_efficient, image_size)
+    model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 1, (batch_size, image_size, image_size, 3)).astype("float32")
+    y = rng.integers(0, model.output_shape[-1], (batch_size,))
+    for _ in range(2):  # compile / warm up
+        model.train_on_batch(x, y)
+    times = []
+    for _ in range(steps):
+        start = time.perf_counter()
+        model.train_on_batch(x, y)
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))
+
+
+def peak_rss(variant: str, memory_efficient: bool, image_size: int, batch_size: int, steps: int) -> dict:
+    """Peak RSS in MB of this process around ``model.fit`` (call it in a fresh one)."""
+    import resource
+
+    import numpy as np
+
+    model = _build(variant, memory_efficient, image_size)
+    model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 1, (batch_size * steps, image_size, image_size, 3)).astype("float32")
+    y = rng.integers(0, model.output_shape[-1], (batch_size * steps,))
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    model.fit(x, y, batch_size=batch_size, epochs=1, verbose=0)
+    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return {"peak_before_fit_mib": before, "peak_mib": after}
+
+
+def _worker(job: dict) -> dict:
+    kind = job.pop("measure")
+    if kind == "activations":
+        return {"bytes_per_image": activations_per_image(**job)}
+    if kind == "time":
+        return {"seconds_per_step": step_time(**job)}
+    return peak_rss(**job)
+
+
+def _spawn(backend: str, job: dict) -> dict:
+    env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="3")
+    proc = subprocess.run(
+        [sys.executable, "-m", "keras_densenet.bench", json.dumps(job)],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    lines = [l for l in proc.stdout.splitlines() if l.startswith("{")]
+    if proc.returncode or not lines:
+        tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        raise RuntimeError(f"bench worker {job} on {backend} failed: {tail}")
+    return json.loads(lines[-1])
+
+
+def _check(measure: Sequence[str], backends: Sequence[str], variants: Sequence[str], **ints) -> None:
+    from keras_densenet import registry
+
+    for m in measure:
+        if m not in MEASURES:
+            raise ValueError(f"`measure` must be among {', '.join(MEASURES)}. Received: {m!r}")
+    for b in backends:
+        if b not in BACKENDS:
+            raise ValueError(f"`backends` must be among {', '.join(BACKENDS)}. Received: {b!r}")
+    for v in variants:
+        registry.get_variant(v)  # raises ValueError naming the allowed variants
+    for name, value in ints.items():
+        if not isinstance(value, int) or value < 1:
+            raise ValueError(f"`{name}` must be a positive integer. Received: {name}={value!r}")
+
+
+def run(
+    measure: Sequence[str] = MEASURES,
+    *,
+    backends: Sequence[str] = BACKENDS,
+    variants: Sequence[str] = ("densenet121", "densenet264"),
+    image_size: int = 224,
+    time_variant: str = "densenet_bc_100_k12",
+    time_size: int = 32,
+    time_batch: int = 32,
+    steps: int = 5,
+    rss_backend: str = "torch",
+    rss_batch: int = 64,
+    out=None,
+) -> dict:
+    """Runs the benchmark and prints Markdown tables; returns the numbers.
+
+    Args:
+        measure: any of ``"activations"``, ``"time"``, ``"rss"``.
+        backends: backends for the step-time table.
+        variants: registered variants for the activation table.
+        image_size: input side for the activation table.
+        time_variant: registered variant for step time and peak RSS.
+        time_size: input side for step time and peak RSS.
+        time_batch: batch size for step time.
+        steps: timed steps (step time) and fit steps (peak RSS).
+        rss_backend: backend for the peak-RSS table.
+        rss_batch: batch size for peak RSS.
+        out: a text stream (default stdout).
+
+    Returns:
+        ``{"activations": {variant: {"standard": bytes, "memory_efficient":
+        bytes}}, "time": {backend: {...}}, "rss": {...}}`` for what was run.
+
+    Raises:
+        ValueError: an unknown measure, backend or variant, or a
+            non-positive size.
+
+    Example::
+
+        from keras_densenet import bench
+        bench.run(["time"], backends=["jax"], steps=3)
+    """
+    out = out or sys.stdout
+    _check(
+        measure, list(backends) + [rss_backend], list(variants) + [time_variant],
+        image_size=image_size, time_size=time_size, time_batch=time_batch,
+        steps=steps, rss_batch=rss_batch,
+    )
+    kinds = (("standard", False), ("memory_efficient", True))
+    results: dict = {}
+    if "activations" in measure:
+        results["activations"] = table = {}
+        print(f"\nActivation memory saved for backward, MB/image ({image_size}x{image_size}, JAX residuals)", file=out)
+        print("| model | standard | memory-efficient | ratio |\n|---|---:|---:|---:|", file=out)
+        for v in variants:
+            row = {
+                k: _spawn("jax", dict(measure="activations", variant=v, memory_efficient=me, image_size=image_size))["bytes_per_image"]
+                for k, me in kinds
+            }
+            table[v] = row
+            print(f"| {v} | {row['standard'] / MB:.1f} | {row['memory_efficient'] / MB:.1f} "
+                  f"| {row['memory_efficient'] / row['standard']:.2f} |", file=out, flush=True)
+    if "time" in measure:
+        results["time"] = table = {}
+        print(f"\nTraining step time, s ({time_variant}, {time_size}x{time_size}, batch {time_batch}, median of {steps})", file=out)
+        print("| backend | standard | memory-efficient | overhead |\n|---|---:|---:|---:|", file=out)
+        for b in backends:
+            job = dict(measure="time", variant=time_variant, image_size=time_size, batch_size=time_batch, steps=steps)
+            row = {k: _spawn(b, dict(job, memory_efficient=me))["seconds_per_step"] for k, me in kinds}
+            table[b] = row
+            print(f"| {b} | {row['standard']:.3f} | {row['memory_efficient']:.3f} "
+                  f"| {100 * (row['memory_efficient'] / row['standard'] - 1):+.0f}% |", file=out, flush=True)
+    if "rss" in measure:
+        job = dict(measure="rss", variant=time_variant, image_size=time_size, batch_size=rss_batch, steps=steps)
+        row = {k: _spawn(rss_backend, dict(job, memory_efficient=me)) for k, me in kinds}
+        results["rss"] = row
+        print(f"\nPeak RSS during fit, MiB ({rss_backend}, {time_variant}, {time_size}x{time_size}, batch {rss_batch})", file=out)
+        print("| graph | before fit | peak in fit | growth in fit |\n|---|---:|---:|---:|", file=out)
+        for k, r in row.items():
+            print(f"| {k} | {r['peak_before_fit_mib']:.0f} | {r['peak_mib']:.0f} "
+                  f"| {r['peak_mib'] - r['peak_before_fit_mib']:.0f} |", file=out, flush=True)
+    return results
+
+
+if __name__ == "__main__":  # worker: python -m keras_densenet.bench '{json job}'
+    print(json.dumps(_worker(json.loads(sys.argv[1]))))

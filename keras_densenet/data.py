@@ -1,0 +1,381 @@
+"""Training data: the embedded handwritten digits, and image folders.
+
+The default dataset is scikit-learn's bundled handwritten digits
+(`sklearn.datasets.load_digits`): 1797 real 8x8 scans of the digits 0-9,
+shipped inside scikit-learn, so training works offline. They are upsampled
+to ``image_size`` (at least 32, the smallest input a CIFAR DenseNet takes
+comfortably) and split into stratified train/validation sets.
+
+Image folders (one sub-folder per class) go through
+`keras.utils.image_dataset_from_directory` after every file has been opened
+with Pillow once: unreadable files are skipped with a warning and counted.
+
+Example:
+
+>>> from keras_densenet import data
+>>> ds = data.load_digits_dataset(image_size=32, validation_split=0.2, seed=0)
+>>> ds.x_train.shape, ds.x_val.shape, ds.class_names[:3]
+((1437, 32, 32, 1), (360, 32, 32, 1), ['0', '1', '2'])
+"""
+
+from __future__ import annotations
+
+import atexit
+import dataclasses
+import os
+import shutil
+import tempfile
+import warnings
+from typing import Optional
+
+import numpy as np
+
+#: Smallest input side the CLI accepts (CIFAR DenseNets are designed for 32).
+MIN_IMAGE_SIZE = 32
+#: File endings `keras.utils.image_dataset_from_directory` reads.
+IMAGE_SUFFIXES = (".bmp", ".gif", ".jpeg", ".jpg", ".png")
+
+
+class DataWarning(UserWarning):
+    """Something in the data was skipped (e.g. corrupt image files)."""
+
+
+def check_image_size(image_size) -> int:
+    """Returns `image_size` as an int, or raises a ValueError naming it."""
+    if (
+        isinstance(image_size, bool)
+        or not isinstance(image_size, (int, np.integer))
+        or image_size < MIN_IMAGE_SIZE
+    ):
+        raise ValueError(
+            f"`image_size` must be an integer >= {MIN_IMAGE_SIZE}. "
+            f"Received: image_size={image_size!r}"
+        )
+    return int(image_size)
+
+
+def _check_split(validation_split) -> float:
+    if not (isinstance(validation_split, float) and 0 < validation_split < 1):
+        raise ValueError(
+            "`validation_split` must be a float in (0, 1). "
+            f"Received: validation_split={validation_split!r}"
+        )
+    return validation_split
+
+
+@dataclasses.dataclass
+class ArrayDataset:
+    """An in-memory train/validation split.
+
+    Attributes:
+        x_train, y_train: training images (float32, pixel values in [0, 255],
+            channels last) and integer labels.
+        x_val, y_val: the held-out validation split.
+        class_names: one name per label.
+    """
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_val: np.ndarray
+    y_val: np.ndarray
+    class_names: list
+
+
+def load_digits_dataset(
+    image_size: int = 32,
+    channels: int = 1,
+    validation_split: float = 0.2,
+    seed: int = 0,
+    limit: Optional[int] = None,
+) -> ArrayDataset:
+    """scikit-learn's handwritten digits, upsampled, with a stratified split.
+
+    Args:
+        image_size: output side in pixels (>= 32); bilinear upsampling.
+        channels: 1 (grayscale) or 3 (the gray value repeated, for ImageNet
+            backbones).
+        validation_split: fraction held out for validation (stratified).
+        seed: seed of the split (and of the `limit` subset).
+        limit: use only this many images (stratified), for quick tests.
+
+    Returns:
+        An `ArrayDataset` with pixel values in [0, 255] (like decoded image
+        files), so models see the same input range for every data source.
+
+    Raises:
+        ValueError: for an invalid argument; the message names it.
+
+    Example:
+
+    >>> ds = load_digits_dataset(limit=100, seed=1)
+    >>> len(ds.x_train) + len(ds.x_val)
+    100
+    """
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    image_size = check_image_size(image_size)
+    _check_split(validation_split)
+    if channels not in (1, 3):
+        raise ValueError(f"`channels` must be 1 or 3. Received: channels={channels!r}")
+    digits = load_digits()
+    x = digits.images.astype("float32") * (255.0 / 16.0)  # 0..16 ink levels
+    y = digits.target.astype("int32")
+    if limit is not None:
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 20 <= limit <= len(x):
+            raise ValueError(
+                f"`limit` must be an integer in [20, {len(x)}]. Received: limit={limit!r}"
+            )
+        if limit < len(x):
+            x, _, y, _ = train_test_split(x, y, train_size=limit, stratify=y, random_state=seed)
+    x_train, x_val, y_train, y_val = train_test_split(
+        x, y, test_size=validation_split, stratify=y, random_state=seed
+    )
+    return ArrayDataset(
+        _upsample(x_train, image_size, channels),
+        y_train,
+        _upsample(x_val, image_size, channels),
+        y_val,
+        [str(d) for d in digits.target_names],
+    )
+
+
+def _upsample(images: np.ndarray, size: int, channels: int) -> np.ndarray:
+    from PIL import Image
+
+    # Pillow's bilinear resize: no backend needed, identical on all three.
+    out = np.stack(
+        [
+            np.asarray(Image.fromarray(im, mode="F").resize((size, size), Image.BILINEAR))
+            for im in images
+        ]
+    )[..., None]
+    return np.repeat(out, channels, axis=-1).astype("float32")
+
+
+def augmented_batches(x, y, batch_size: int, max_shift: int, seed: int):
+    """A `keras.utils.PyDataset` of shuffled batches, each randomly shifted.
+
+    Shifting by up to `max_shift` pixels (zero fill) is the light
+    augmentation the digits need; it is plain NumPy, so it runs unchanged on
+    every backend without TensorFlow.
+
+    Args:
+        x: images, ``(n, h, w, c)``.
+        y: labels.
+        batch_size: batch size.
+        max_shift: largest shift in pixels along each axis (0 disables).
+        seed: seed of the shuffling and the shifts.
+
+    Returns:
+        A `keras.utils.PyDataset` for `model.fit`.
+    """
+    import keras
+
+    class _Shifted(keras.utils.PyDataset):
+        def __init__(self):
+            super().__init__()
+            self.rng = np.random.default_rng(seed)
+            self.order = self.rng.permutation(len(x))
+
+        def __len__(self):
+            return int(np.ceil(len(x) / batch_size))
+
+        def __getitem__(self, index):
+            idx = self.order[index * batch_size : (index + 1) * batch_size]
+            batch = x[idx]
+            if max_shift:
+                pad = ((0, 0), (max_shift, max_shift), (max_shift, max_shift), (0, 0))
+                padded = np.pad(batch, pad)
+                h, w = batch.shape[1:3]
+                out = np.empty_like(batch)
+                for i, (dy, dx) in enumerate(
+                    self.rng.integers(0, 2 * max_shift + 1, size=(len(idx), 2))
+                ):
+                    out[i] = padded[i, dy : dy + h, dx : dx + w]
+                batch = out
+            return batch, y[idx]
+
+        def on_epoch_end(self):
+            self.order = self.rng.permutation(len(x))
+
+    return _Shifted()
+
+
+# --- image folders ---------------------------------------------------------
+
+
+@dataclasses.dataclass
+class FolderScan:
+    """What `scan_image_folder` found.
+
+    Attributes:
+        class_names: sorted sub-folder names.
+        files: valid image paths per class name.
+        corrupt: paths that Pillow could not decode.
+    """
+
+    class_names: list
+    files: dict
+    corrupt: list
+
+
+def scan_image_folder(data_dir) -> FolderScan:
+    """Checks an image folder and opens every image once with Pillow.
+
+    Args:
+        data_dir: a directory with one sub-folder of images per class.
+
+    Returns:
+        A `FolderScan`; corrupt files are listed, not raised.
+
+    Raises:
+        ValueError: the directory does not exist, has fewer than two class
+            sub-folders, or no readable image.
+
+    Example:
+
+    >>> scan_image_folder("/nonexistent")
+    Traceback (most recent call last):
+    ...
+    ValueError: `--data` directory not found: '/nonexistent'
+    """
+    from PIL import Image
+
+    data_dir = os.fspath(data_dir)
+    if not os.path.isdir(data_dir):
+        raise ValueError(f"`--data` directory not found: {data_dir!r}")
+    class_names = sorted(
+        d for d in os.listdir(data_dir) if os.path.isdir(os.path.join(data_dir, d))
+    )
+    files, corrupt = {}, []
+    for name in class_names:
+        valid = []
+        for root, _, fnames in sorted(os.walk(os.path.join(data_dir, name))):
+            for fname in sorted(fnames):
+                if not fname.lower().endswith(IMAGE_SUFFIXES):
+                    continue
+                path = os.path.join(root, fname)
+                try:
+                    with Image.open(path) as im:
+                        im.load()  # decode fully: verify() misses truncation
+                    valid.append(path)
+                except Exception:  # Pillow raises many types for bad files
+                    corrupt.append(path)
+        files[name] = valid
+    found = [n for n in class_names if files[n]]
+    if not found:
+        raise ValueError(
+            f"`--data` directory {data_dir!r} has no readable images: it needs one "
+            f"sub-folder per class with {', '.join(IMAGE_SUFFIXES)} files"
+            + (f" ({len(corrupt)} corrupt files skipped)" if corrupt else "")
+        )
+    if len(found) < 2:
+        raise ValueError(
+            f"`--data` directory {data_dir!r} has images for only one class "
+            f"({found[0]!r}); a classifier needs at least two class sub-folders"
+        )
+    return FolderScan(found, {n: files[n] for n in found}, corrupt)
+
+
+def _staged_copy(scan: FolderScan) -> str:
+    """A temporary tree of links to the valid files only, removed at exit."""
+    staging = tempfile.mkdtemp(prefix="keras_densenet_data_")
+    atexit.register(shutil.rmtree, staging, True)
+    for name, paths in scan.files.items():
+        os.makedirs(os.path.join(staging, name))
+        for i, path in enumerate(paths):
+            target = os.path.join(staging, name, f"{i:06d}_{os.path.basename(path)}")
+            try:
+                os.symlink(os.path.abspath(path), target)
+            except OSError:  # no symlinks (some Windows setups): copy
+                shutil.copyfile(path, target)
+    return staging
+
+
+def image_folder_datasets(
+    data_dir,
+    image_size: int,
+    batch_size: int,
+    validation_split: float = 0.2,
+    seed: int = 0,
+    channels: int = 3,
+):
+    """Train/validation `tf.data` pipelines for an image folder.
+
+    Uses `keras.utils.image_dataset_from_directory` (needs TensorFlow, whose
+    tf.data pipelines feed `model.fit` on every backend). Corrupt files are
+    skipped with a warning; training pixels are in [0, 255].
+
+    Args:
+        data_dir: one sub-folder per class.
+        image_size: images are resized to ``image_size x image_size``.
+        batch_size: batch size.
+        validation_split: fraction held out for validation.
+        seed: seed of the split and the shuffling.
+        channels: 1 (grayscale) or 3 (RGB).
+
+    Returns:
+        ``(train_ds, val_ds, class_names, num_corrupt)``.
+
+    Raises:
+        ValueError: see `scan_image_folder`; also when TensorFlow is missing.
+    """
+    image_size = check_image_size(image_size)
+    _check_split(validation_split)
+    scan = scan_image_folder(data_dir)
+    if scan.corrupt:
+        warnings.warn(
+            f"skipped {len(scan.corrupt)} corrupt image file(s) in {os.fspath(data_dir)!r}, "
+            f"e.g. {scan.corrupt[0]!r}",
+            DataWarning,
+            stacklevel=2,
+        )
+    total = sum(len(v) for v in scan.files.values())
+    if round(total * validation_split) < 1 or total - round(total * validation_split) < 1:
+        raise ValueError(
+            f"`--data` directory {os.fspath(data_dir)!r} has {total} readable images: "
+            "too few for a training and a validation split"
+        )
+    try:
+        import tensorflow as tf
+    except ImportError as e:
+        raise ValueError(
+            "`--data` needs TensorFlow for its tf.data input pipeline "
+            "(pip install tensorflow-cpu); the default digits dataset does not"
+        ) from e
+    import keras
+
+    source = _staged_copy(scan) if scan.corrupt else os.fspath(data_dir)
+    common = dict(
+        labels="inferred",
+        label_mode="int",
+        class_names=scan.class_names,
+        color_mode="grayscale" if channels == 1 else "rgb",
+        batch_size=batch_size,
+        image_size=(image_size, image_size),
+        seed=seed,
+        validation_split=validation_split,
+        verbose=False,
+    )
+    train_ds = keras.utils.image_dataset_from_directory(source, subset="training", **common)
+    val_ds = keras.utils.image_dataset_from_directory(source, subset="validation", **common)
+    augment = [
+        keras.layers.RandomFlip("horizontal", seed=seed),
+        keras.layers.RandomTranslation(0.1, 0.1, fill_mode="constant", seed=seed),
+    ]
+
+    def augment_batch(x, y):
+        # Called one by one (not in a Sequential), Keras preprocessing layers
+        # switch to TensorFlow ops inside tf.data whatever the backend.
+        for layer in augment:
+            x = layer(x, training=True)
+        return x, y
+
+    train_ds = train_ds.map(augment_batch, num_parallel_calls=tf.data.AUTOTUNE)
+    return (
+        train_ds.prefetch(tf.data.AUTOTUNE),
+        val_ds.prefetch(tf.data.AUTOTUNE),
+        scan.class_names,
+        len(scan.corrupt),
+    )

@@ -1,0 +1,200 @@
+"""Inference and serving: what ``keras-densenet predict`` and ``export`` run.
+
+Example:
+
+>>> from keras_densenet import deploy
+>>> deploy.predict(["cat.jpg"], arch="densenet121", weights="imagenet", top=3)  # doctest: +SKIP
+[[('n02123045', 'tabby', 0.52), ...]]
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from typing import Optional, Sequence
+
+import numpy as np
+
+#: ``export`` formats and the `keras.Model.export` format each one uses.
+EXPORT_FORMATS = {"savedmodel": "tf_saved_model", "onnx": "onnx"}
+
+
+def load_model(path) -> "keras.Model":
+    """Loads a ``.keras`` model with safe mode on.
+
+    Raises:
+        ValueError: the file does not exist or is not a Keras model; the
+            message names the file.
+    """
+    import keras
+
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise ValueError(f"model file not found: {path!r} (expected a .keras file)")
+    if not path.endswith(".keras"):
+        raise ValueError(f"model file {path!r} must be a .keras file")
+    try:
+        return keras.saving.load_model(path, safe_mode=True)
+    except Exception as e:  # zipfile, json, h5py... all mean "not a model"
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ValueError(f"{path!r} is not a loadable Keras model: {reason}") from None
+
+
+def load_images(paths: Sequence, size: tuple, channels: int) -> np.ndarray:
+    """Reads and resizes images into a float32 batch in [0, 255].
+
+    Raises:
+        ValueError: a file is missing or not a decodable image.
+    """
+    import keras
+
+    batch = []
+    for path in paths:
+        path = os.fspath(path)
+        if not os.path.isfile(path):
+            raise ValueError(f"image file not found: {path!r}")
+        try:
+            img = keras.utils.load_img(
+                path, color_mode="grayscale" if channels == 1 else "rgb", target_size=size
+            )
+        except Exception as e:  # Pillow's UnidentifiedImageError, OSError...
+            raise ValueError(f"cannot read image {path!r}: {type(e).__name__}") from None
+        batch.append(keras.utils.img_to_array(img, data_format="channels_last"))
+    return np.stack(batch).astype("float32")
+
+
+def _class_names_for(model_path: str) -> Optional[list]:
+    from keras_densenet.train import CLASS_NAMES_FILE
+
+    path = os.path.join(os.path.dirname(os.path.abspath(model_path)), CLASS_NAMES_FILE)
+    if os.path.isfile(path):
+        with open(path) as f:
+            return json.load(f)
+    return None
+
+
+def predict(
+    images: Sequence,
+    model_path=None,
+    arch: Optional[str] = None,
+    weights=None,
+    top: int = 5,
+) -> list:
+    """Top-`top` classes for each image.
+
+    Either `model_path` (a ``.keras`` file written by ``train``; names come
+    from the ``class_names.json`` beside it, else the class index) or `arch`
+    with `weights` (ImageNet classifier: names from `decode_predictions`,
+    inputs preprocessed with `keras_densenet.preprocess_input`).
+
+    Args:
+        images: image file paths.
+        model_path: a ``.keras`` model taking raw pixels in [0, 255].
+        arch: a registered variant name (with `weights`).
+        weights: ``"imagenet"`` (or another weight-set name) or a weights
+            file for `arch` with its 1000-class top.
+        top: how many classes per image.
+
+    Returns:
+        One list per image of ``(class_id, class_name, score)`` tuples, best
+        first.
+
+    Raises:
+        ValueError: bad arguments, files or model; the message names them.
+    """
+    if not images:
+        raise ValueError("`images`: give at least one image file")
+    if isinstance(top, bool) or not isinstance(top, int) or top < 1:
+        raise ValueError(f"`top` must be a positive integer. Received: top={top!r}")
+    for path in images:  # before any slow model build or download
+        if not os.path.isfile(os.fspath(path)):
+            raise ValueError(f"image file not found: {os.fspath(path)!r}")
+    if (model_path is None) == (arch is None):
+        raise ValueError("give either `--model` or `--arch` (with `--weights`), not both")
+    import keras
+
+    if model_path is not None:
+        model = load_model(model_path)
+        names = _class_names_for(model_path)
+        size = tuple(model.input_shape[1:3])
+        channels = model.input_shape[-1]
+        if None in size:
+            raise ValueError(f"model {os.fspath(model_path)!r} has no fixed input size")
+        probs = keras.ops.convert_to_numpy(model.predict(load_images(images, size, channels), verbose=0))
+        return _top_k(probs, names, top)
+
+    from keras_densenet import imagenet, models, registry
+
+    variant = registry.get_variant(arch)
+    if weights is None:
+        raise ValueError("`--weights` is needed with `--arch` (e.g. imagenet or a file)")
+    model = models.build(variant.name, weights=weights)
+    size = tuple(model.input_shape[1:3])
+    x = imagenet.preprocess_input(load_images(images, size, 3))
+    probs = keras.ops.convert_to_numpy(model.predict(x, verbose=0))
+    if probs.shape[-1] != 1000:  # not an ImageNet classifier: no names
+        return _top_k(probs, None, top)
+    return [[(c, n, float(s)) for c, n, s in row] for row in imagenet.decode_predictions(probs, top=top)]
+
+
+def _top_k(probs: np.ndarray, names: Optional[list], top: int) -> list:
+    out = []
+    for row in probs:
+        order = np.argsort(row)[::-1][: min(top, len(row))]
+        out.append(
+            [(str(i), names[i] if names and i < len(names) else str(i), float(row[i])) for i in order]
+        )
+    return out
+
+
+def export(model_path, fmt: str, out) -> str:
+    """Writes a serving artifact of a ``.keras`` model with `keras.Model.export`.
+
+    ``savedmodel``: a TensorFlow SavedModel directory (``serve`` endpoint;
+    needs TensorFlow). ``onnx``: an ONNX file (needs ``onnx`` and, on the
+    TensorFlow/JAX backends, ``tf2onnx``; on PyTorch, ``onnxscript``).
+    The artifact appears only once complete (written beside `out`, then
+    renamed); an existing `out` is replaced.
+
+    Args:
+        model_path: the ``.keras`` model.
+        fmt: ``"savedmodel"`` or ``"onnx"``.
+        out: the directory (savedmodel) or file (onnx) to write.
+
+    Returns:
+        `out`.
+
+    Raises:
+        ValueError: unknown format, bad model file, missing exporter package,
+            unwritable destination.
+    """
+    if fmt not in EXPORT_FORMATS:
+        raise ValueError(f"`--format` must be one of {', '.join(EXPORT_FORMATS)}. Received: {fmt!r}")
+    out = os.path.abspath(os.fspath(out))
+    model = load_model(model_path)
+    parent = os.path.dirname(out)
+    if not os.path.isdir(parent) or not os.access(parent, os.W_OK):
+        raise ValueError(f"cannot write the export to {out!r}: {parent!r} is not a writable directory")
+    shape = model.input_shape
+    if isinstance(shape, tuple) and None not in shape[1:]:
+        # A freshly loaded model has never been called; some exporters
+        # (ONNX on JAX) refuse such models.
+        model(np.zeros((1,) + tuple(shape[1:]), "float32"))
+    tmp_dir = tempfile.mkdtemp(dir=parent, prefix=f".{os.path.basename(out)}.")
+    try:
+        tmp = os.path.join(tmp_dir, "artifact" + (".onnx" if fmt == "onnx" else ""))
+        try:
+            model.export(tmp, format=EXPORT_FORMATS[fmt], verbose=False)
+        except ImportError as e:
+            raise ValueError(
+                f"export to {fmt} needs an extra package: {e}. "
+                "Install them with: pip install 'keras-densenet[export]'"
+            ) from None
+        if os.path.isdir(out) and not os.path.islink(out):
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    finally:
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+    return out

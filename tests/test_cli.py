@@ -1,0 +1,182 @@
+"""The keras-densenet command line: train, predict, export, table, bad input."""
+
+import json
+import os
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+from PIL import Image
+
+import keras_densenet
+from keras_densenet import cli, registry
+from keras_densenet.train import TrainConfig, build_classifier
+
+TINY_ARGS = ["--depth", "10", "--growth-rate", "4", "--batch-size", "8", "--epochs", "1"]
+
+
+def run(capsys, *argv):
+    code = cli.main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture
+def saved_model(tmp_path):
+    """A tiny classifier as `train` saves it, with its class names."""
+    model, _ = build_classifier(TrainConfig(depth=10, growth_rate=4), 3, 3)
+    path = tmp_path / "model" / "model.keras"
+    path.parent.mkdir()
+    model.save(path)
+    (path.parent / "class_names.json").write_text(json.dumps(["cat", "dog", "emu"]))
+    return path
+
+
+@pytest.fixture
+def png(tmp_path):
+    path = tmp_path / "img.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (48, 40, 3), dtype="uint8")).save(path)
+    return path
+
+
+def test_table_lists_every_variant(capsys):
+    code, out, _ = run(capsys, "table")
+    assert code == 0
+    for name in registry.VARIANTS:
+        assert name in out
+
+
+def test_backend_option_takes_effect():
+    other = "jax" if keras.backend.backend() != "jax" else "tensorflow"
+    pytest.importorskip(other)
+    env = {k: v for k, v in os.environ.items() if k != "KERAS_BACKEND"}
+    proc = subprocess.run(
+        [sys.executable, "-c", "import sys; from keras_densenet.cli import main; sys.exit(main())",
+         "--backend", other, "table"],
+        env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert f"backend: {other}" in proc.stdout
+
+
+@pytest.mark.parametrize(
+    "arch",
+    [
+        registry.ArchConfig((1, 2), 8, num_init_features=12),  # ImageNet stem, DenseNet-BC
+        registry.ArchConfig((2, 3), 8, bottleneck=False, compression=1.0, stem="cifar"),
+    ],
+)
+def test_param_count_matches_built_model(arch):
+    model = keras_densenet.DenseNet(**arch.builder_kwargs(), input_shape=(32, 32, 3), classes=5)
+    assert cli.param_count(arch, 5) == model.count_params()
+
+
+def test_train_on_image_folder_skips_corrupt_files(capsys, image_folder, tmp_path):
+    pytest.importorskip("tensorflow", reason="--data uses tf.data pipelines")
+    (image_folder / "dark" / "bad.jpg").write_bytes(b"garbage")
+    out_dir = tmp_path / "out"
+    code, out, err = run(capsys, "train", "--data", str(image_folder), "--output", str(out_dir), *TINY_ARGS)
+    assert code == 0, err
+    assert "skipped 1 corrupt" in out and "bad.jpg" in err
+    assert json.loads((out_dir / "class_names.json").read_text()) == ["bright", "dark"]
+    assert keras.saving.load_model(out_dir / "model.keras").input_shape == (None, 32, 32, 3)
+
+
+def test_predict_with_saved_model_uses_class_names(capsys, saved_model, png):
+    code, out, err = run(capsys, "predict", str(png), str(png), "--model", str(saved_model), "--top", "2")
+    assert code == 0, err
+    lines = out.splitlines()
+    assert lines.count(str(png)) == 2
+    scores = [line.split() for line in lines if line.startswith("  ")]
+    assert len(scores) == 4 and all(s[1] in ("cat", "dog", "emu") for s in scores)
+
+
+def test_predict_imagenet_arch_decodes_names(capsys, png, tmp_path, monkeypatch):
+    from keras.src.applications import imagenet_utils
+
+    # A local class index: nothing is downloaded.
+    monkeypatch.setattr(imagenet_utils, "CLASS_INDEX", {str(i): [f"n{i:08d}", f"class_{i}"] for i in range(1000)})
+    weights = tmp_path / "densenet121.weights.h5"
+    model = keras_densenet.build("densenet121")
+    model.save_weights(weights)
+    expected = model.predict(keras_densenet.preprocess_input(
+        keras.utils.img_to_array(keras.utils.load_img(png, target_size=(224, 224)))[None]), verbose=0)
+    code, out, err = run(capsys, "predict", str(png), "--arch", "densenet121", "--weights", str(weights), "--top", "3")
+    assert code == 0, err
+    best = int(np.argmax(expected[0]))
+    assert out.splitlines()[1].split()[-1] == f"class_{best}"
+
+
+def _reference(model_path, x):
+    return keras.saving.load_model(model_path).predict(x, verbose=0)
+
+
+def test_export_savedmodel_gives_same_outputs(capsys, saved_model, tmp_path):
+    tf = pytest.importorskip("tensorflow", reason="SavedModel export needs TensorFlow")
+    if keras.backend.backend() == "torch":
+        pytest.importorskip("torch_xla", reason="keras exports torch models to SavedModel via torch_xla")
+    out = tmp_path / "saved"
+    code, _, err = run(capsys, "export", str(saved_model), "--format", "savedmodel", str(out))
+    assert code == 0, err
+    x = np.random.default_rng(1).uniform(0, 255, (2, 32, 32, 3)).astype("float32")
+    reloaded = tf.saved_model.load(str(out))  # keep a reference: it owns the variables
+    served = reloaded.serve(tf.constant(x)).numpy()
+    np.testing.assert_allclose(served, _reference(saved_model, x), atol=1e-5)
+
+
+def test_export_onnx_gives_same_outputs(capsys, saved_model, tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    # keras' ONNX exporter per backend.
+    exporter = {"tensorflow": "tf2onnx", "jax": "jax2onnx", "torch": "onnxscript"}[keras.backend.backend()]
+    pytest.importorskip(exporter, reason=f"keras exports {keras.backend.backend()} models to ONNX via {exporter}")
+    out = tmp_path / "model.onnx"
+    code, _, err = run(capsys, "export", str(saved_model), "--format", "onnx", str(out))
+    assert code == 0, err
+    x = np.random.default_rng(2).uniform(0, 255, (2, 32, 32, 3)).astype("float32")
+    session = ort.InferenceSession(str(out))
+    served = session.run(None, {session.get_inputs()[0].name: x})[0]
+    np.testing.assert_allclose(served, _reference(saved_model, x), atol=1e-5)
+
+
+def _bad_inputs(tmp_path, image_folder, png):
+    not_a_model = tmp_path / "fake.keras"
+    not_a_model.write_text("this is not a zip")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    single = tmp_path / "single"
+    (single / "only").mkdir(parents=True)
+    Image.open(png).save(single / "only" / "a.png")
+    all_corrupt = tmp_path / "corrupt"
+    for label in ("a", "b"):
+        (all_corrupt / label).mkdir(parents=True)
+        (all_corrupt / label / "x.png").write_bytes(b"nope")
+    a_file = tmp_path / "file.txt"
+    a_file.write_text("")
+    return {
+        "missing data dir": (["train", "--data", str(tmp_path / "nope")], "not found"),
+        "empty data dir": (["train", "--data", str(empty)], "no readable images"),
+        "single class": (["train", "--data", str(single)], "only one class"),
+        "only corrupt images": (["train", "--data", str(all_corrupt)], "2 corrupt"),
+        "image size below 32": (["train", "--image-size", "16"], "image_size"),
+        "unknown arch": (["train", "--arch", "densenet99"], "densenet121"),
+        "unwritable output": (["train", "--output", str(a_file / "sub")], "--output"),
+        "predict not a model": (["predict", str(png), "--model", str(not_a_model)], "not a loadable Keras model"),
+        "export not a model": (["export", str(not_a_model), "--format", "onnx", str(tmp_path / "m.onnx")], "not a loadable Keras model"),
+        "predict missing image": (["predict", str(tmp_path / "no.png"), "--arch", "densenet121"], "image file not found"),
+    }
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["missing data dir", "empty data dir", "single class", "only corrupt images", "image size below 32",
+     "unknown arch", "unwritable output", "predict not a model", "export not a model", "predict missing image"],
+)
+def test_bad_input_is_one_line_exit_2(case, capsys, tmp_path, image_folder, png):
+    argv, expected = _bad_inputs(tmp_path, image_folder, png)[case]
+    code, _, err = run(capsys, *argv)
+    assert code == 2
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert expected in err

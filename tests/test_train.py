@@ -1,0 +1,158 @@
+"""Training library: digits data, image folders, fit/resume, fine-tuning."""
+
+import inspect
+import json
+import os
+
+import keras
+import numpy as np
+import pytest
+
+import keras_densenet
+from keras_densenet import data, train
+from keras_densenet.train import TrainConfig
+
+TINY = dict(depth=10, growth_rate=4, limit=60, batch_size=16, verbose=0)
+
+
+class StopAfter(keras.callbacks.Callback):
+    """Simulates a crash after epoch `epoch` (0-based) has been saved."""
+
+    def __init__(self, epoch):
+        super().__init__()
+        self.epoch = epoch
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch == self.epoch:
+            raise RuntimeError("simulated interruption")
+
+
+class RecordEpochs(keras.callbacks.Callback):
+    def __init__(self):
+        super().__init__()
+        self.epochs, self.trainable = [], []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epochs.append(epoch)
+        self.trainable.append(len(self.model.trainable_weights))
+
+
+def test_digits_are_upsampled_and_stratified():
+    ds = data.load_digits_dataset(image_size=40, channels=3, validation_split=0.25, seed=1)
+    assert ds.x_train.shape[1:] == (40, 40, 3) and ds.x_train.dtype == np.float32
+    assert len(ds.x_train) + len(ds.x_val) == 1797
+    assert 0 <= ds.x_train.min() and ds.x_train.max() <= 255 and ds.x_train.max() > 200
+    val, total = np.bincount(ds.y_val), np.bincount(np.concatenate([ds.y_train, ds.y_val]))
+    assert np.all(np.abs(val / total - 0.25) < 0.01)  # stratified: 25% of every class
+    assert ds.class_names == [str(d) for d in range(10)]
+
+
+def test_augmented_batches_shift_but_keep_labels():
+    x = np.zeros((10, 32, 32, 1), "float32")
+    x[:, 14:18, 14:18] = 255
+    y = np.arange(10)
+    batches = data.augmented_batches(x, y, batch_size=4, max_shift=2, seed=0)
+    assert len(batches) == 3
+    xb, yb = batches[0]
+    assert sorted(yb) == sorted(y[batches.order[:4]])
+    assert all(xb[i].sum() == x[0].sum() for i in range(len(xb)))  # shifted, not cropped
+    assert any(not np.array_equal(xb[i], x[0]) for i in range(len(xb)))
+
+
+def test_scan_counts_corrupt_files(image_folder):
+    (image_folder / "dark" / "broken.png").write_bytes(b"not a png")
+    scan = data.scan_image_folder(image_folder)
+    assert scan.class_names == ["bright", "dark"]
+    assert [os.path.basename(p) for p in scan.corrupt] == ["broken.png"]
+    assert len(scan.files["dark"]) == 6
+
+
+def test_image_folder_datasets_skip_corrupt(image_folder):
+    pytest.importorskip("tensorflow", reason="image_dataset_from_directory needs tf.data")
+    (image_folder / "bright" / "truncated.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
+    with pytest.warns(UserWarning, match="skipped 1 corrupt"):
+        train_ds, val_ds, names, corrupt = data.image_folder_datasets(
+            image_folder, 32, batch_size=4, validation_split=0.25
+        )
+    assert names == ["bright", "dark"] and corrupt == 1
+    n_train = sum(int(x.shape[0]) for x, _ in train_ds)
+    n_val = sum(int(x.shape[0]) for x, _ in val_ds)
+    assert n_train + n_val == 12
+    x, _ = next(iter(train_ds))
+    assert tuple(x.shape[1:]) == (32, 32, 3)
+
+
+@pytest.mark.parametrize(
+    "bad, match",
+    [
+        (dict(image_size=16), "image_size"),
+        (dict(arch="densenet99"), "Unknown DenseNet variant"),
+        (dict(depth=11), "depth"),
+        (dict(epochs=0), "epochs"),
+        (dict(mixed_precision="int8"), "mixed_precision"),
+        (dict(bn_momentum=1.5), "bn_momentum"),
+        (dict(epochs=2, head_epochs=2), "head_epochs"),
+    ],
+)
+def test_invalid_config(bad, match, tmp_path):
+    with pytest.raises(ValueError, match=match):
+        train.train(TrainConfig(output=str(tmp_path), **{**TINY, **bad}))
+
+
+def test_train_writes_outputs_and_resumes_after_interruption(tmp_path):
+    config = TrainConfig(epochs=3, output=str(tmp_path / "run"), **TINY)
+    with pytest.raises(RuntimeError, match="simulated"):
+        train.train(config, callbacks=[StopAfter(1)])
+    assert [row["epoch"] for row in train.read_log(str(tmp_path / "run" / "log.csv"))] == [0, 1]
+
+    recorder = RecordEpochs()
+    result = train.train(config, callbacks=[recorder])
+    assert recorder.epochs == [2]  # the completed epochs are not redone
+    assert [row["epoch"] for row in result.history] == [0, 1, 2]
+    assert not os.path.exists(tmp_path / "run" / train.BACKUP_DIR)
+    with open(result.plot_path, "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+    with open(result.class_names_path) as f:
+        assert json.load(f) == [str(d) for d in range(10)]
+    model = keras.saving.load_model(result.model_path)
+    assert model.output_shape == (None, 10) and model.input_shape == (None, 32, 32, 1)
+    assert result.best_val_accuracy == max(row["val_accuracy"] for row in result.history)
+
+
+def test_fine_tune_freezes_backbone_first(tmp_path):
+    backbone = keras_densenet.DenseNetBC(
+        10, 4, include_top=False, pooling="avg", input_shape=(32, 32, 3)
+    )
+    path = str(tmp_path / "backbone.weights.h5")
+    backbone.save_weights(path)
+    recorder = RecordEpochs()
+    result = train.train(
+        TrainConfig(weights=path, epochs=2, head_epochs=1, lr=1e-3, output=str(tmp_path / "ft"), **TINY),
+        callbacks=[recorder],
+    )
+    assert recorder.epochs == [0, 1]
+    assert recorder.trainable[0] == 2  # the new head's kernel and bias only
+    assert recorder.trainable[1] == 2 + len(backbone.trainable_weights)
+    assert result.history[1]["learning_rate"] == pytest.approx(1e-4)  # lr / 10 when unfrozen
+    model = keras.saving.load_model(result.model_path)
+    assert model.input_shape == (None, 32, 32, 3)
+
+
+@pytest.mark.parametrize("policy", ["bfloat16", "float16"])
+def test_mixed_precision(policy, tmp_path):
+    result = train.train(
+        TrainConfig(mixed_precision=policy, epochs=1, output=str(tmp_path), **TINY)
+    )
+    assert keras.config.dtype_policy().name == "float32"  # restored
+    model = keras.saving.load_model(result.model_path)
+    assert model.get_layer("rescale").dtype_policy.name == f"mixed_{policy}"
+    assert model.get_layer("predictions").dtype_policy.name == "float32"
+    out = model.predict(np.zeros((1, 32, 32, 1), "float32"), verbose=0)
+    assert out.dtype == np.float32 and np.isfinite(out).all()
+
+
+def test_memory_efficient(tmp_path):
+    if "memory_efficient" not in inspect.signature(keras_densenet.DenseNetBC).parameters:
+        pytest.skip("this build of keras_densenet has no memory_efficient option yet")
+    result = train.train(TrainConfig(memory_efficient=True, epochs=1, output=str(tmp_path), **TINY))
+    assert len(result.history) == 1

@@ -9,36 +9,48 @@ Example:
 (None, 1024)
 """
 
-from keras_densenet.convert import convert_checkpoint
-from keras_densenet.imagenet import decode_predictions, preprocess_input
-from keras_densenet.models import (
-    DenseNet,
-    DenseNet121,
-    DenseNet161,
-    DenseNet169,
-    DenseNet201,
-    DenseNet264,
-    DenseNetBC,
-    build,
-    multiscale_features,
-)
-from keras_densenet.registry import VARIANTS, get_variant
+import importlib
+import sys
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "DenseNet",
-    "DenseNet121",
-    "DenseNet161",
-    "DenseNet169",
-    "DenseNet201",
-    "DenseNet264",
-    "DenseNetBC",
-    "VARIANTS",
-    "build",
-    "convert_checkpoint",
-    "decode_predictions",
-    "get_variant",
-    "multiscale_features",
-    "preprocess_input",
-]
+# Public name -> defining module. Importing keras fixes its backend, so the
+# package imports its modules lazily (PEP 562): `keras-densenet --backend jax`
+# must be able to set $KERAS_BACKEND after `keras_densenet.cli` is imported.
+_EXPORTS = {
+    "DenseNet": "models",
+    "DenseNet121": "models",
+    "DenseNet161": "models",
+    "DenseNet169": "models",
+    "DenseNet201": "models",
+    "DenseNet264": "models",
+    "DenseNetBC": "models",
+    "build": "models",
+    "multiscale_features": "models",
+    "convert_checkpoint": "convert",
+    "decode_predictions": "imagenet",
+    "preprocess_input": "imagenet",
+    "VARIANTS": "registry",
+    "get_variant": "registry",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'keras_densenet' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"keras_densenet.{_EXPORTS[name]}"), name)
+    globals()[name] = value  # later lookups skip __getattr__
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_EXPORTS))
+
+
+if "keras" in sys.modules:
+    # keras (hence its backend) is already loaded: nothing to wait for, and
+    # importing the models registers the memory-efficient layer, so that
+    # `import keras_densenet` is enough for `keras.saving.load_model`.
+    from keras_densenet import models as _models  # noqa: F401

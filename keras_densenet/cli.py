@@ -18,10 +18,6 @@ import sys
 from typing import Optional, Sequence
 
 
-class UsageError(ValueError):
-    """Bad command-line input: reported on one line, exit code 2."""
-
-
 def _backend_from_argv(argv: Sequence[str]) -> None:
     # The backend is fixed when keras is imported, so `--backend` must be
     # applied before any library import.
@@ -347,9 +343,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 
-_REEXEC_MARK = "_KERAS_DENSENET_REEXEC"
-
-
 def _keras_backend_mismatch() -> Optional[str]:
     """The backend keras was imported with, if it differs from $KERAS_BACKEND."""
     keras = sys.modules.get("keras")
@@ -362,18 +355,12 @@ def _keras_backend_mismatch() -> Optional[str]:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Runs the CLI; returns the exit code (0 ok, 2 bad input)."""
-    from_command_line = argv is None
     argv = list(sys.argv[1:] if argv is None else argv)
     _backend_from_argv(argv)
     current = _keras_backend_mismatch()
     if current is not None:
-        # Importing this module ran keras_densenet/__init__, which imported
-        # keras with the default backend before --backend was parsed. A fresh
-        # interpreter reads the $KERAS_BACKEND set above.
-        if from_command_line and not os.environ.get(_REEXEC_MARK):
-            os.environ[_REEXEC_MARK] = "1"
-            sys.stdout.flush()
-            os.execv(sys.executable, [sys.executable, "-m", "keras_densenet", *argv])
+        # Only when called in-process after keras was imported: the console
+        # script imports nothing of keras before this point.
         print(
             f"keras-densenet: error: --backend {os.environ['KERAS_BACKEND']} cannot apply: "
             f"keras is already running on {current} in this process",

@@ -119,9 +119,11 @@ class EfficientDenseLayer(layers.Layer):
         # Weight holders, created in the standard layer order so that
         # `weights` (each sublayer's trainable then non-trainable variables)
         # lists exactly what the standard graph lists.
+        from keras_densenet.blocks import CONV_INITIALIZER  # here: blocks imports us
+
         sub = dict(dtype=self.dtype_policy)
         bn = dict(axis=self.axis, epsilon=self.epsilon, momentum=self.momentum, **sub)
-        conv = dict(use_bias=False, data_format=data_format, kernel_initializer="he_normal", **sub)
+        conv = dict(use_bias=False, data_format=data_format, kernel_initializer=CONV_INITIALIZER, **sub)
         self.bn0 = layers.BatchNormalization(name=f"{self.name}_0_bn", **bn)
         if self.bottleneck:
             self.conv1 = layers.Conv2D(self.bn_size * self.growth_rate, 1, name=f"{self.name}_1_conv", **conv)

@@ -158,20 +158,20 @@ class EfficientDenseLayer(layers.Layer):
         out[self.axis] = self.growth_rate
         return tuple(out)
 
-    def _forward(self, batch_stats: bool, n_inputs: int, *args):
-        """The recomputed part: pure in its arguments (no variable writes).
+    def _forward(self, batch_stats: bool, n_inputs: int, paddings: tuple, *args):
+        """BN-ReLU-conv units on the concatenated inputs: pure in its
+        arguments (no variable writes), so it can be recomputed.
 
-        ``args`` are the input maps, then per BN (gamma, beta[, moving mean,
-        moving variance when not `batch_stats`]), with the conv kernels in
-        layer order. Returns the new maps, then each BN's batch mean and
-        variance when `batch_stats`.
+        ``args`` are the input maps, then per unit (gamma, beta[, moving mean,
+        moving variance when not `batch_stats`], conv kernel); ``paddings``
+        gives each unit's conv padding. Returns the output, then each BN's
+        batch mean and variance when `batch_stats`.
         """
         feats, params = list(args[:n_inputs]), list(args[n_inputs:])
         dtype = self.compute_dtype
-        x = feats[0] if len(feats) == 1 else ops.concatenate(feats, axis=self.axis)
+        h = feats[0] if len(feats) == 1 else ops.concatenate(feats, axis=self.axis)
         stats = []
-
-        def bn_relu(h):
+        for padding in paddings:
             gamma, beta = params.pop(0), params.pop(0)
             if batch_stats:
                 h, mean, var = _bn_train(h, gamma, beta, self.axis, self.epsilon)
@@ -179,33 +179,39 @@ class EfficientDenseLayer(layers.Layer):
             else:
                 mean, var = params.pop(0), params.pop(0)
                 h = _bn_infer(h, gamma, beta, mean, var, self.axis, self.epsilon)
-            return ops.relu(ops.cast(h, dtype))
-
-        def conv(h, padding):
+            h = ops.relu(ops.cast(h, dtype))
             kernel = ops.cast(params.pop(0), dtype)
-            return ops.conv(h, kernel, strides=1, padding=padding, data_format=self.data_format)
-
-        h = bn_relu(x)
-        if self.bottleneck:
-            h = bn_relu(conv(h, "valid"))
-        y = conv(h, "same")
-        return (y, *stats)
+            h = ops.conv(h, kernel, strides=1, padding=padding, data_format=self.data_format)
+        return (h, *stats)
 
     def call(self, inputs, training=None):
         feats = list(inputs) if isinstance(inputs, (list, tuple)) else [inputs]
         batch_stats = bool(training) and self.trainable
         bns = [self.bn0] + ([self.bn1] if self.bottleneck else [])
         convs = ([self.conv1] if self.bottleneck else []) + [self.conv2]
+        paddings = ("valid", "same") if self.bottleneck else ("same",)
         params = []
-        for i, bn in enumerate(bns):
+        for bn, conv in zip(bns, convs):
             params += [bn.gamma, bn.beta]
             if not batch_stats:
                 params += [bn.moving_mean, bn.moving_variance]
-            params.append(convs[i].kernel)
+            params.append(conv.kernel)
         # Tensors (not variables) as explicit arguments: every backend's
         # checkpoint then differentiates with respect to them directly.
         params = [ops.cast(p, "float32") for p in params]
-        outputs = keras.remat(lambda *a: self._forward(batch_stats, len(feats), *a))(*feats, *params)
+        n = len(feats)
+        if self.bottleneck and keras.backend.backend() == "torch":
+            # torch's checkpoint replays everything it wraps (JAX's drops what
+            # the backward pass does not need): recompute only Pleiss et al.'s
+            # cheap concat-BN-ReLU-1x1 conv; the 4k-channel rest is linear.
+            first_params = len(params) // 2
+            first = keras.remat(lambda *a: self._forward(batch_stats, n, paddings[:1], *a))(
+                *feats, *params[:first_params]
+            )
+            second = self._forward(batch_stats, 1, paddings[1:], first[0], *params[first_params:])
+            outputs = (second[0], *first[1:], *second[1:])
+        else:
+            outputs = keras.remat(lambda *a: self._forward(batch_stats, n, paddings, *a))(*feats, *params)
         y = outputs[0]
         if batch_stats:
             for bn, mean, var in zip(bns, outputs[1::2], outputs[2::2]):

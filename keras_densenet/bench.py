@@ -84,12 +84,9 @@ def residual_bytes(model, batch_size: int) -> int:
 def _build(variant: str, memory_efficient: bool, image_size: int, drop_rate: float = 0.0):
     import keras_densenet
 
-    v = keras_densenet.get_variant(variant)
-    classes = 1000 if v.arch.stem == "imagenet" else 10
     return keras_densenet.build(
         variant,
         input_shape=(image_size, image_size, 3),
-        classes=classes,
         memory_efficient=memory_efficient,
         drop_rate=drop_rate,
     )

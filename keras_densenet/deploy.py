@@ -13,15 +13,18 @@ import json
 import os
 import shutil
 import tempfile
-from typing import Optional, Sequence
+from typing import TYPE_CHECKING, Optional, Sequence
 
 import numpy as np
+
+if TYPE_CHECKING:  # keras is imported lazily: the CLI sets the backend first
+    import keras
 
 #: ``export`` formats and the `keras.Model.export` format each one uses.
 EXPORT_FORMATS = {"savedmodel": "tf_saved_model", "onnx": "onnx"}
 
 
-def load_model(path) -> "keras.Model":
+def load_model(path) -> keras.Model:
     """Loads a ``.keras`` model with safe mode on.
 
     Raises:

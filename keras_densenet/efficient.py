@@ -9,7 +9,10 @@ instead receives the *list* of earlier feature maps and returns only its
 ``tf.recompute_grad`` or ``torch.utils.checkpoint(use_reentrant=False)``) and
 is recomputed in the backward pass. Only each layer's new maps (and the tiny
 batch statistics) are saved, so memory grows linearly with depth; one
-concatenation per block feeds the transition.
+concatenation per block feeds the transition. On TensorFlow and PyTorch,
+whose checkpoints replay everything they wrap, only the cheap concat -> BN
+-> ReLU -> 1x1 conv is recomputed (Pleiss et al.'s choice); the 4k-channel
+bottleneck output is kept, which is still linear in depth.
 
 BatchNormalization cannot run as a Keras layer inside the recomputed function
 (its in-place moving-statistics update leaks tracers out of
@@ -48,6 +51,10 @@ from keras_densenet.registry import KERAS_BN_EPSILON
 
 if TYPE_CHECKING:  # blocks imports this module; avoid the cycle at runtime
     from keras_densenet.blocks import LayerOptions
+
+#: Backends whose checkpoint (tf.recompute_grad, torch.utils.checkpoint)
+#: replays the whole wrapped function in the backward pass.
+_REPLAYING_BACKENDS = ("tensorflow", "torch")
 
 #: Class-derived path of this layer inside Keras weight files; its presence
 #: marks a file saved from a memory-efficient model.
@@ -200,8 +207,8 @@ class EfficientDenseLayer(layers.Layer):
         # checkpoint then differentiates with respect to them directly.
         params = [ops.cast(p, "float32") for p in params]
         n = len(feats)
-        if self.bottleneck and keras.backend.backend() == "torch":
-            # torch's checkpoint replays everything it wraps (JAX's drops what
+        if self.bottleneck and keras.backend.backend() in _REPLAYING_BACKENDS:
+            # These checkpoints replay everything they wrap (JAX's drops what
             # the backward pass does not need): recompute only Pleiss et al.'s
             # cheap concat-BN-ReLU-1x1 conv; the 4k-channel rest is linear.
             first_params = len(params) // 2

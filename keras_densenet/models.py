@@ -61,6 +61,19 @@ def _check_options(*, drop_rate, pooling, classes, include_top, data_format, bn_
         )
 
 
+#: The keyword options every builder forwards to `_build`.
+_BUILD_OPTIONS = (
+    "include_top", "weights", "input_tensor", "input_shape", "pooling", "classes",
+    "classifier_activation", "name", "data_format", "drop_rate", "bn_epsilon",
+    "bn_momentum", "memory_efficient",
+)
+
+
+def _build_options(arguments: dict) -> dict:
+    """The `_build` options among a builder's arguments (its ``locals()``)."""
+    return {key: arguments[key] for key in _BUILD_OPTIONS}
+
+
 def min_input_size(arch: ArchConfig) -> int:
     """Smallest input side: the network's total stride, so the last block is >= 1x1."""
     stem_stride = 4 if arch.stem == "imagenet" else 1
@@ -81,18 +94,18 @@ def _build(
     arch: ArchConfig,
     variant: Optional[Variant],
     *,
-    include_top: bool,
-    weights,
-    input_tensor,
-    input_shape,
-    pooling,
-    classes: int,
-    classifier_activation,
-    name: str,
-    data_format: Optional[str],
-    drop_rate: float,
-    bn_epsilon: Optional[float],
-    bn_momentum: float,
+    include_top: bool = True,
+    weights=None,
+    input_tensor=None,
+    input_shape=None,
+    pooling: Optional[str] = None,
+    classes: int = 1000,
+    classifier_activation="softmax",
+    name: str = "densenet",
+    data_format: Optional[str] = None,
+    drop_rate: float = 0.0,
+    bn_epsilon: Optional[float] = None,
+    bn_momentum: float = BN_MOMENTUM,
     memory_efficient: bool = False,
 ) -> keras.Model:
     if not isinstance(memory_efficient, bool):
@@ -268,23 +281,7 @@ def DenseNet(
         stem=stem,
         default_size=224 if stem == "imagenet" else 32,
     )
-    return _build(
-        arch,
-        None,
-        include_top=include_top,
-        weights=weights,
-        input_tensor=input_tensor,
-        input_shape=input_shape,
-        pooling=pooling,
-        classes=classes,
-        classifier_activation=classifier_activation,
-        name=name,
-        data_format=data_format,
-        drop_rate=drop_rate,
-        bn_epsilon=bn_epsilon,
-        bn_momentum=bn_momentum,
-        memory_efficient=memory_efficient,
-    )
+    return _build(arch, None, **_build_options(locals()))
 
 
 _NAMED_DOC = """Instantiates {description}.
@@ -360,23 +357,7 @@ def _named_builder(variant_name: str, func_name: str):
         bn_momentum: float = BN_MOMENTUM,
         memory_efficient: bool = False,
     ) -> keras.Model:
-        return _build(
-            variant.arch,
-            variant,
-            include_top=include_top,
-            weights=weights,
-            input_tensor=input_tensor,
-            input_shape=input_shape,
-            pooling=pooling,
-            classes=classes,
-            classifier_activation=classifier_activation,
-            name=name,
-            data_format=data_format,
-            drop_rate=drop_rate,
-            bn_epsilon=bn_epsilon,
-            bn_momentum=bn_momentum,
-            memory_efficient=memory_efficient,
-        )
+        return _build(variant.arch, variant, **_build_options(locals()))
 
     arch = variant.arch
     builder.__name__ = builder.__qualname__ = func_name
@@ -472,6 +453,7 @@ def DenseNetBC(
     (None, 10)
     """
     n = check_bc_depth(depth)
+    name = name or f"densenet_bc_{depth}_k{growth_rate}"
     arch = ArchConfig(
         blocks=(n, n, n),
         growth_rate=growth_rate,
@@ -480,23 +462,7 @@ def DenseNetBC(
         stem="cifar",
         default_size=32,
     )
-    return _build(
-        arch,
-        None,
-        include_top=include_top,
-        weights=weights,
-        input_tensor=input_tensor,
-        input_shape=input_shape,
-        pooling=pooling,
-        classes=classes,
-        classifier_activation=classifier_activation,
-        name=name or f"densenet_bc_{depth}_k{growth_rate}",
-        data_format=data_format,
-        drop_rate=drop_rate,
-        bn_epsilon=bn_epsilon,
-        bn_momentum=bn_momentum,
-        memory_efficient=memory_efficient,
-    )
+    return _build(arch, None, **_build_options(locals()))
 
 
 def build(variant_name: str, **kwargs) -> keras.Model:
@@ -515,23 +481,12 @@ def build(variant_name: str, **kwargs) -> keras.Model:
     kwargs.setdefault("weights", None)
     kwargs.setdefault("name", variant.name)
     kwargs.setdefault("classes", 1000 if variant.arch.stem == "imagenet" else 10)
-    return _build(
-        variant.arch,
-        variant,
-        **{
-            "include_top": True,
-            "input_tensor": None,
-            "input_shape": None,
-            "pooling": None,
-            "classifier_activation": "softmax",
-            "data_format": None,
-            "drop_rate": 0.0,
-            "bn_epsilon": None,
-            "bn_momentum": BN_MOMENTUM,
-            "memory_efficient": False,
-            **kwargs,
-        },
-    )
+    unknown = set(kwargs) - set(_BUILD_OPTIONS)
+    if unknown:
+        raise ValueError(
+            f"Unknown argument(s) {sorted(unknown)} for build(); allowed: {', '.join(_BUILD_OPTIONS)}."
+        )
+    return _build(variant.arch, variant, **kwargs)
 
 
 _BLOCK_OUTPUT = re.compile(r"^conv(\d+)_block(\d+)_concat$")

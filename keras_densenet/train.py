@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import inspect
 import json
 import math
 import os
@@ -290,13 +289,8 @@ def build_classifier(config: TrainConfig, num_classes: int, channels: int) -> tu
         input_shape=shape,
         pooling="avg",
         bn_momentum=config.bn_momentum,
+        memory_efficient=config.memory_efficient,
     )
-    if config.memory_efficient:
-        # Added by the memory-efficient builders; checked so that older
-        # builds fail with a clear message instead of a TypeError.
-        if "memory_efficient" not in inspect.signature(models.DenseNetBC).parameters:
-            raise ValueError("`memory_efficient` is not supported by this build of keras_densenet")
-        kwargs["memory_efficient"] = True
     if config.arch is None:
         backbone = models.DenseNetBC(config.depth, config.growth_rate, **kwargs)
     else:

@@ -462,10 +462,6 @@ def _resolve_arch(arch, detected: ArchConfig, path):
     )
 
 
-def _same_arch(a: ArchConfig, b: ArchConfig) -> bool:
-    return dataclasses.replace(a, default_size=0) == dataclasses.replace(b, default_size=0)
-
-
 def build_converted(path, arch=None, *, classifier_activation="softmax", data_format=None, state=None):
     """Builds the Keras model of a PyTorch DenseNet checkpoint, weights loaded.
 
@@ -492,7 +488,7 @@ def build_converted(path, arch=None, *, classifier_activation="softmax", data_fo
         state = read_state_dict(path)
     detected, classes, channels = detect_arch(state, path)
     cfg, name = _resolve_arch(arch, detected, path)
-    if _same_arch(cfg, detected) is False:
+    if cfg.same_architecture(detected) is False:
         found = registry.find_variant(detected)
         raise _fail(
             path,

@@ -117,6 +117,12 @@ class ArchConfig:
         if self.num_init_features is None:
             object.__setattr__(self, "num_init_features", 2 * self.growth_rate)
 
+    def same_architecture(self, other: "ArchConfig") -> bool:
+        """Equality of the networks, ignoring `default_size` (a preference)."""
+        return dataclasses.replace(self, default_size=0) == dataclasses.replace(
+            other, default_size=0
+        )
+
     def builder_kwargs(self) -> dict:
         """The keyword arguments of `keras_densenet.DenseNet` for this config."""
         kwargs = dataclasses.asdict(self)
@@ -348,8 +354,6 @@ def find_variant(arch: ArchConfig) -> Optional[Variant]:
     to spell out DenseNet-121 can use DenseNet-121's weights.
     """
     for variant in VARIANTS.values():
-        if dataclasses.replace(variant.arch, default_size=0) == dataclasses.replace(
-            arch, default_size=0
-        ):
+        if variant.arch.same_architecture(arch):
             return variant
     return None

@@ -128,6 +128,8 @@ def _build(
             input_shape = _input_shape_of(input_tensor)
         donor = _build(arch, variant, weights=weights, input_shape=input_shape, memory_efficient=saved_me, **kwargs)
         kwargs["input_tensor"] = input_tensor
+        # The epsilon the weights were trained with (1e-5 for torch sources).
+        kwargs["bn_epsilon"] = donor.get_layer("bn").epsilon
         model = _build(arch, variant, weights=None, input_shape=input_shape, memory_efficient=memory_efficient, **kwargs)
         model.set_weights(donor.get_weights())
         return model

@@ -17,7 +17,7 @@ from keras_densenet import cli, registry, weights as weights_lib
 from keras_densenet.convert import convert_checkpoint
 from keras_densenet.registry import ArchConfig, WeightsSpec
 
-from tests.conftest import images
+from tests.conftest import images, run
 
 TORCH_VARIANTS = [
     name for name, v in registry.VARIANTS.items()
@@ -312,3 +312,18 @@ def test_readme_weights_table_is_generated_from_registry():
     readme = os.path.join(os.path.dirname(__file__), os.pardir, "README.md")
     with open(readme, encoding="utf8") as f:
         assert weights_lib.sources_markdown() in f.read()
+
+
+def test_torch_checkpoint_into_memory_efficient_model(tmp_path, tr):
+    """weights=PATH of a PyTorch file into a memory-efficient model: PyTorch's
+    epsilon and the reference logits, through the standard-graph twin."""
+    from safetensors.torch import save_file
+
+    ref = tr.random_densenet(seed=5, num_classes=4, **TINY)
+    src = tmp_path / "tiny.safetensors"
+    save_file(ref.state_dict(), src)
+    model = _tiny_keras(weights=str(src), classes=4, classifier_activation=None,
+                        memory_efficient=True)
+    assert model.get_layer("conv2_block1").epsilon == registry.TORCH_BN_EPSILON
+    x = images(1, 32) / 255.0
+    np.testing.assert_allclose(run(model, x), tr.logits(ref, x), atol=1e-4)

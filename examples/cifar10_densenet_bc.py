@@ -37,28 +37,6 @@ def load(offline, smoke):
     return ds.x_train, ds.y_train, ds.x_val, ds.y_val, ds.class_names, False
 
 
-class Augment(keras.utils.PyDataset):
-    """Random crop with 4-pixel zero padding and (for CIFAR) horizontal flips."""
-
-    def __init__(self, x, y, batch_size, flip, seed=0):
-        super().__init__()
-        self.x, self.y, self.batch_size, self.flip = x, y, batch_size, flip
-        self.rng = np.random.default_rng(seed)
-
-    def __len__(self):
-        return int(np.ceil(len(self.x) / self.batch_size))
-
-    def __getitem__(self, i):
-        idx = self.rng.integers(0, len(self.x), self.batch_size)  # sampled with replacement
-        padded = np.pad(self.x[idx], ((0, 0), (4, 4), (4, 4), (0, 0)))
-        out = np.empty_like(self.x[idx])
-        for j, (dy, dx) in enumerate(self.rng.integers(0, 9, (len(idx), 2))):
-            out[j] = padded[j, dy:dy + 32, dx:dx + 32]
-            if self.flip and self.rng.random() < 0.5:
-                out[j] = out[j, :, ::-1]
-        return out, self.y[idx]
-
-
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--depth", type=int, default=100)
@@ -92,7 +70,11 @@ def main(argv=None):
     )
     print(f"{model.name}: {model.count_params():,} parameters, "
           f"{'CIFAR-10' if is_cifar else 'digits'}, {len(x_train)} training images")
-    history = model.fit(Augment(x_train, y_train, args.batch_size, flip=is_cifar),
+    # The paper's augmentation: random crops from 4-pixel zero padding (a shift
+    # of up to 4 pixels) and, for CIFAR (not digits), horizontal flips.
+    train_batches = data.augmented_batches(x_train, y_train, args.batch_size, max_shift=4,
+                                           seed=0, flip=is_cifar)
+    history = model.fit(train_batches,
                         validation_data=(x_val, y_val), epochs=args.epochs, verbose=2)
     print(f"validation accuracy: {history.history['val_accuracy'][-1]:.4f}")
 

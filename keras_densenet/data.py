@@ -153,7 +153,7 @@ def _upsample(images: np.ndarray, size: int, channels: int) -> np.ndarray:
     return np.repeat(out, channels, axis=-1).astype("float32")
 
 
-def augmented_batches(x, y, batch_size: int, max_shift: int, seed: int):
+def augmented_batches(x, y, batch_size: int, max_shift: int, seed: int, flip: bool = False):
     """A `keras.utils.PyDataset` of shuffled batches, each randomly shifted.
 
     Shifting by up to `max_shift` pixels (zero fill) is the light
@@ -166,6 +166,8 @@ def augmented_batches(x, y, batch_size: int, max_shift: int, seed: int):
         batch_size: batch size.
         max_shift: largest shift in pixels along each axis (0 disables).
         seed: seed of the shuffling and the shifts.
+        flip: also flip half of the images horizontally (CIFAR-style; wrong
+            for digits, whose mirror images are other shapes).
 
     Returns:
         A `keras.utils.PyDataset` for `model.fit`.
@@ -194,6 +196,9 @@ def augmented_batches(x, y, batch_size: int, max_shift: int, seed: int):
                 ):
                     out[i] = padded[i, dy : dy + h, dx : dx + w]
                 batch = out
+            if flip:
+                mirrored = self.rng.random(len(idx)) < 0.5
+                batch = np.where(mirrored[:, None, None, None], batch[:, :, ::-1], batch)
             return batch, y[idx]
 
         def on_epoch_end(self):

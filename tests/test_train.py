@@ -158,3 +158,12 @@ def test_memory_efficient(tmp_path):
     saved = keras.saving.load_model(result.model_path)
     # The backbone is a nested model: look through every layer.
     assert any(isinstance(l, EfficientDenseLayer) for l in saved._flatten_layers())
+
+
+def test_augmented_batches_flip_mirrors_some_images():
+    x = np.arange(16 * 4 * 4, dtype="float32").reshape(16, 4, 4, 1)  # all distinct
+    batch, _ = data.augmented_batches(x, np.zeros(16), 16, max_shift=0, seed=0, flip=True)[0]
+    originals = {x[i].tobytes(): False for i in range(16)}
+    originals.update({x[i, :, ::-1].tobytes(): True for i in range(16)})
+    mirrored = [originals[b.tobytes()] for b in batch]  # KeyError: neither
+    assert any(mirrored) and not all(mirrored)

@@ -10,6 +10,8 @@ Example:
 """
 
 import importlib
+import importlib.abc
+import importlib.util
 import sys
 
 __version__ = "0.1.0"
@@ -49,8 +51,43 @@ def __dir__():
     return sorted(set(globals()) | set(_EXPORTS))
 
 
+#: The modules whose import registers this package's Keras layers (for
+#: `keras.saving.load_model` of memory-efficient models).
+_LAYER_MODULES = ("keras_densenet.efficient",)
+
+
+def _register_layers() -> None:
+    for module in _LAYER_MODULES:
+        importlib.import_module(module)
+
+
+class _RegisterAfterKeras(importlib.abc.MetaPathFinder):
+    """Registers our layers as soon as keras finishes importing.
+
+    The package must not import keras itself (that would fix the backend
+    before the CLI chooses it), yet ``import keras_densenet`` must be enough
+    for ``keras.saving.load_model`` whatever the import order. So the first
+    import of keras runs keras' own loader, then imports our layer modules.
+    """
+
+    def find_spec(self, fullname, path=None, target=None):
+        if fullname != "keras":
+            return None
+        sys.meta_path.remove(self)  # once; and lets the lookup below through
+        spec = importlib.util.find_spec("keras")
+        if spec is None or spec.loader is None:
+            return spec
+        exec_keras = spec.loader.exec_module
+
+        def exec_module(module):
+            exec_keras(module)
+            _register_layers()
+
+        spec.loader.exec_module = exec_module
+        return spec
+
+
 if "keras" in sys.modules:
-    # keras (hence its backend) is already loaded: nothing to wait for, and
-    # importing the models registers the memory-efficient layer, so that
-    # `import keras_densenet` is enough for `keras.saving.load_model`.
-    from keras_densenet import models as _models  # noqa: F401
+    _register_layers()  # keras and its backend are loaded already
+else:
+    sys.meta_path.insert(0, _RegisterAfterKeras())

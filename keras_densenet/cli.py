@@ -17,15 +17,9 @@ import os
 import sys
 from typing import Optional, Sequence
 
-
-def _backend_from_argv(argv: Sequence[str]) -> None:
-    # The backend is fixed when keras is imported, so `--backend` must be
-    # applied before any library import.
-    for i, arg in enumerate(argv):
-        if arg == "--backend" and i + 1 < len(argv):
-            os.environ["KERAS_BACKEND"] = argv[i + 1]
-        elif arg.startswith("--backend="):
-            os.environ["KERAS_BACKEND"] = arg.split("=", 1)[1]
+# Keras-free modules only: keras (hence its backend) is imported by the
+# subcommands, after the arguments are checked and the backend is chosen.
+from keras_densenet import backends, deploy
 
 
 # --- train -----------------------------------------------------------------
@@ -80,14 +74,11 @@ def _add_train(sub) -> None:
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--validation-split", type=float, default=0.2, help="held-out fraction (default 0.2)")
     p.add_argument("--limit", type=int, help="digits only: use this many images (quick runs)")
-    p.set_defaults(func=_run_train)
+    p.set_defaults(func=_run_train, check=_check_train)
 
 
-def _run_train(args) -> int:
-    import warnings
-
-    from keras_densenet.data import DataWarning
-    from keras_densenet.train import TrainConfig, train
+def _train_config(args):
+    from keras_densenet.config import TrainConfig, validate
 
     config = TrainConfig(
         data=args.data,
@@ -108,6 +99,21 @@ def _run_train(args) -> int:
         validation_split=args.validation_split,
         limit=args.limit,
     )
+    validate(config)
+    return config
+
+
+def _check_train(args) -> None:
+    _train_config(args)
+
+
+def _run_train(args) -> int:
+    import warnings
+
+    from keras_densenet.data import DataWarning
+    from keras_densenet.train import train
+
+    config = _train_config(args)
     default_show = warnings.showwarning
 
     def show(message, category, filename, lineno, file=None, line=None):
@@ -121,8 +127,7 @@ def _run_train(args) -> int:
         warnings.simplefilter("always", DataWarning)
         warnings.showwarning = show
         result = train(config)
-    if result.num_corrupt:
-        print(f"skipped {result.num_corrupt} corrupt image file(s)")
+    # Corrupt files were reported once, by the warning, as they were found.
     print(f"best validation accuracy: {result.best_val_accuracy:.4f}")
     print(f"saved: {', '.join(result.files())}")
     return 0
@@ -143,7 +148,21 @@ def _add_predict(sub) -> None:
     p.add_argument("--weights", default=None, metavar="NAME|PATH",
                    help="with --arch: imagenet (default) or a weights file")
     p.add_argument("--top", type=int, default=5, help="classes per image (default 5)")
-    p.set_defaults(func=_run_predict)
+    p.set_defaults(func=_run_predict, check=_check_predict)
+
+
+def _check_predict(args) -> None:
+    if args.model is None and args.arch is None:
+        raise ValueError("give a model: --model M.keras (from `train`) or --arch NAME (with --weights)")
+    if args.model is not None and args.arch is not None:
+        raise ValueError("give --model or --arch, not both")
+    if args.model is not None and args.weights is not None:
+        raise ValueError("--weights goes with --arch; a --model file has its weights")
+    if args.top < 1:
+        raise ValueError(f"--top must be a positive integer. Received: {args.top}")
+    for path in args.images:
+        if not os.path.isfile(path):
+            raise ValueError(f"image file not found: {path!r}")
 
 
 def _run_predict(args) -> int:
@@ -171,10 +190,15 @@ def _add_export(sub) -> None:
         description="Export a .keras model with keras.Model.export.",
     )
     p.add_argument("model", metavar="M.keras", help="the model to export")
-    p.add_argument("--format", required=True, choices=("savedmodel", "onnx"),
+    p.add_argument("--format", required=True, choices=tuple(deploy.EXPORT_FORMATS),
                    help="savedmodel (directory) or onnx (file)")
     p.add_argument("out", metavar="OUT", help="the directory or file to write")
-    p.set_defaults(func=_run_export)
+    p.set_defaults(func=_run_export, check=_check_export)
+
+
+def _check_export(args) -> None:
+    if not os.path.isfile(args.model):
+        raise ValueError(f"model file not found: {args.model!r} (expected a .keras file)")
 
 
 def _run_export(args) -> int:
@@ -325,22 +349,37 @@ def _run_convert(args) -> int:
 _SUBCOMMANDS.append(_add_convert)
 
 
+def _backend_option(parser: argparse.ArgumentParser, default) -> None:
+    parser.add_argument(
+        "--backend",
+        choices=backends.BACKENDS,
+        default=default,
+        help="Keras backend (default: $KERAS_BACKEND, ~/.keras/keras.json, else the first "
+        f"installed of {', '.join(backends.BACKENDS)})",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="keras-densenet",
         description="DenseNet for Keras 3: train, predict, convert, export, table, bench.",
     )
-    parser.add_argument(
-        "--backend",
-        choices=("tensorflow", "jax", "torch"),
-        help="Keras backend (default: $KERAS_BACKEND or tensorflow)",
-    )
+    _backend_option(parser, None)
+    # Also accepted after the subcommand; there it must not reset a value
+    # given before it, hence SUPPRESS.
+    common = argparse.ArgumentParser(add_help=False)
+    _backend_option(common, argparse.SUPPRESS)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    add_parser = sub.add_parser
+
+    def add_with_common(*args, **kwargs):
+        kwargs["parents"] = [*kwargs.get("parents", ()), common]
+        return add_parser(*args, **kwargs)
+
+    sub.add_parser = add_with_common
     for add in _SUBCOMMANDS:
         add(sub)
     return parser
-
-
 
 
 def _keras_backend_mismatch() -> Optional[str]:
@@ -353,27 +392,41 @@ def _keras_backend_mismatch() -> Optional[str]:
     return current if current != wanted else None
 
 
+def _error(command: str, error: BaseException) -> int:
+    message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    print(f"keras-densenet {command}: error: {message}", file=sys.stderr)
+    return 2
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Runs the CLI; returns the exit code (0 ok, 2 bad input)."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    _backend_from_argv(argv)
+    args = build_parser().parse_args(argv)  # argparse exits 2 on bad usage
+    try:
+        # Everything here runs before keras is imported: bad arguments are
+        # answered at once, and the backend is still free to choose.
+        if getattr(args, "check", None) is not None:
+            args.check(args)
+        backend, note = backends.choose(args.backend)
+    except ValueError as e:
+        return _error(args.command, e)
+    os.environ["KERAS_BACKEND"] = backend
     current = _keras_backend_mismatch()
     if current is not None:
         # Only when called in-process after keras was imported: the console
         # script imports nothing of keras before this point.
         print(
-            f"keras-densenet: error: --backend {os.environ['KERAS_BACKEND']} cannot apply: "
+            f"keras-densenet: error: --backend {backend} cannot apply: "
             f"keras is already running on {current} in this process",
             file=sys.stderr,
         )
         return 2
-    args = build_parser().parse_args(argv)  # argparse exits 2 on bad usage
+    if note is not None and "keras" not in sys.modules:
+        print(f"keras-densenet: {note}", file=sys.stderr)
     try:
         return args.func(args) or 0
     except (ValueError, FileNotFoundError, NotADirectoryError, PermissionError) as e:
-        message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        print(f"keras-densenet {args.command}: error: {message}", file=sys.stderr)
-        return 2
+        return _error(args.command, e)
     except KeyboardInterrupt:
         print(f"keras-densenet {args.command}: interrupted", file=sys.stderr)
         return 130

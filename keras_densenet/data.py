@@ -91,7 +91,8 @@ def load_digits_dataset(
     """scikit-learn's handwritten digits, upsampled, with a stratified split.
 
     Args:
-        image_size: output side in pixels (>= 32); bilinear upsampling.
+        image_size: output side in pixels (>= 32); bilinear upsampling
+            (`resize_images`).
         channels: 1 (grayscale) or 3 (the gray value repeated, for ImageNet
             backbones).
         validation_split: fraction held out for validation (stratified).
@@ -140,17 +141,43 @@ def load_digits_dataset(
     )
 
 
-def _upsample(images: np.ndarray, size: int, channels: int) -> np.ndarray:
-    from PIL import Image
+#: How images are resized everywhere: the `keras.layers.Resizing` default,
+#: also `image_dataset_from_directory`'s. Training data, the `Resizing` layer
+#: inside saved models and ``predict`` all resize this one way.
+RESIZE_INTERPOLATION = "bilinear"
 
-    # Pillow's bilinear resize: no backend needed, identical on all three.
-    out = np.stack(
-        [
-            np.asarray(Image.fromarray(im, mode="F").resize((size, size), Image.BILINEAR))
-            for im in images
-        ]
-    )[..., None]
-    return np.repeat(out, channels, axis=-1).astype("float32")
+
+def resize_images(images: np.ndarray, size) -> np.ndarray:
+    """Resizes a channels-last batch as a `keras.layers.Resizing` layer does.
+
+    Args:
+        images: ``(n, height, width, channels)``.
+        size: ``(height, width)`` or one int for a square.
+
+    Returns:
+        A float32 NumPy batch of the new size.
+
+    Example:
+
+    >>> resize_images(np.zeros((2, 8, 8, 1)), 32).shape
+    (2, 32, 32, 1)
+    """
+    import keras
+
+    if isinstance(size, (int, np.integer)):
+        size = (int(size), int(size))
+    out = keras.ops.image.resize(
+        np.asarray(images, "float32"), tuple(size), interpolation=RESIZE_INTERPOLATION,
+        data_format="channels_last",
+    )
+    return keras.ops.convert_to_numpy(out).astype("float32")
+
+
+def _upsample(images: np.ndarray, size: int, channels: int) -> np.ndarray:
+    # The same resize as the model's own `Resizing` layer: `predict` can feed
+    # raw 8x8 scans and the model sees exactly what it was trained on.
+    out = resize_images(images[..., None], size)
+    return np.repeat(out, channels, axis=-1)
 
 
 def augmented_batches(x, y, batch_size: int, max_shift: int, seed: int, flip: bool = False):

@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import tempfile
+import zipfile
 from typing import TYPE_CHECKING, Optional, Sequence
 
 import numpy as np
@@ -38,6 +39,8 @@ def load_model(path) -> keras.Model:
         raise ValueError(f"model file not found: {path!r} (expected a .keras file)")
     if not path.endswith(".keras"):
         raise ValueError(f"model file {path!r} must be a .keras file")
+    if not zipfile.is_zipfile(path):  # keras would say "File not found"
+        raise ValueError(f"{path!r} is not a loadable Keras model: a .keras file is a zip archive")
     try:
         return keras.saving.load_model(path, safe_mode=True)
     except Exception as e:  # zipfile, json, h5py... all mean "not a model"
@@ -45,27 +48,72 @@ def load_model(path) -> keras.Model:
         raise ValueError(f"{path!r} is not a loadable Keras model: {reason}") from None
 
 
-def load_images(paths: Sequence, size: tuple, channels: int) -> np.ndarray:
-    """Reads and resizes images into a float32 batch in [0, 255].
+def read_images(paths: Sequence, channels: int) -> list:
+    """Reads image files at their own size, as float32 arrays in [0, 255].
+
+    Args:
+        paths: image files.
+        channels: 1 (grayscale) or 3 (RGB).
+
+    Returns:
+        One ``(height, width, channels)`` array per file.
 
     Raises:
-        ValueError: a file is missing or not a decodable image.
+        ValueError: a file is missing or not a decodable image; the message
+            names it.
     """
     import keras
 
-    batch = []
+    arrays = []
     for path in paths:
         path = os.fspath(path)
         if not os.path.isfile(path):
             raise ValueError(f"image file not found: {path!r}")
         try:
-            img = keras.utils.load_img(
-                path, color_mode="grayscale" if channels == 1 else "rgb", target_size=size
-            )
+            img = keras.utils.load_img(path, color_mode="grayscale" if channels == 1 else "rgb")
         except Exception as e:  # Pillow's UnidentifiedImageError, OSError...
             raise ValueError(f"cannot read image {path!r}: {type(e).__name__}") from None
-        batch.append(keras.utils.img_to_array(img, data_format="channels_last"))
-    return np.stack(batch).astype("float32")
+        arrays.append(keras.utils.img_to_array(img, data_format="channels_last").astype("float32"))
+    return arrays
+
+
+def load_images(paths: Sequence, size: tuple, channels: int) -> np.ndarray:
+    """Reads images and resizes them into one float32 batch in [0, 255].
+
+    The resize is `keras.ops.image.resize` (bilinear), the operation of
+    Keras' `Resizing` layer and `image_dataset_from_directory`, so a model
+    sees images resized exactly as in training.
+
+    Args:
+        paths: image files.
+        size: ``(height, width)``.
+        channels: 1 (grayscale) or 3 (RGB).
+
+    Raises:
+        ValueError: a file is missing or not a decodable image.
+    """
+    return _resize_all(read_images(paths, channels), size)
+
+
+def _resize_all(arrays: list, size: tuple) -> np.ndarray:
+    from keras_densenet.data import resize_images
+
+    return np.stack([resize_images(x[None], size)[0] for x in arrays])
+
+
+def _predict_any_size(model, arrays: list) -> np.ndarray:
+    """Runs a model whose input takes any image size: one batch per size."""
+    import keras
+
+    probs = [None] * len(arrays)
+    by_shape = {}
+    for i, x in enumerate(arrays):
+        by_shape.setdefault(x.shape, []).append(i)
+    for indices in by_shape.values():
+        out = model.predict(np.stack([arrays[i] for i in indices]), verbose=0)
+        for i, row in zip(indices, keras.ops.convert_to_numpy(out)):
+            probs[i] = row
+    return np.stack(probs)
 
 
 def _class_names_for(model_path: str) -> Optional[list]:
@@ -114,8 +162,10 @@ def predict(
     for path in images:  # before any slow model build or download
         if not os.path.isfile(os.fspath(path)):
             raise ValueError(f"image file not found: {os.fspath(path)!r}")
-    if (model_path is None) == (arch is None):
-        raise ValueError("give either `--model` or `--arch` (with `--weights`), not both")
+    if model_path is None and arch is None:
+        raise ValueError("give a model: `model_path` (a .keras file) or `arch` (with `weights`)")
+    if model_path is not None and arch is not None:
+        raise ValueError("give `model_path` or `arch`, not both")
     import keras
 
     if model_path is not None:
@@ -123,16 +173,20 @@ def predict(
         names = _class_names_for(model_path)
         size = tuple(model.input_shape[1:3])
         channels = model.input_shape[-1]
+        arrays = read_images(images, channels)
         if None in size:
-            raise ValueError(f"model {os.fspath(model_path)!r} has no fixed input size")
-        probs = keras.ops.convert_to_numpy(model.predict(load_images(images, size, channels), verbose=0))
+            # Models written by `train` resize inside (a `Resizing` layer),
+            # exactly as their training data was resized.
+            probs = _predict_any_size(model, arrays)
+        else:
+            probs = keras.ops.convert_to_numpy(model.predict(_resize_all(arrays, size), verbose=0))
         return _top_k(probs, names, top)
 
     from keras_densenet import imagenet, models, registry
 
     variant = registry.get_variant(arch)
     if weights is None:
-        raise ValueError("`--weights` is needed with `--arch` (e.g. imagenet or a file)")
+        raise ValueError("`weights` is needed with `arch` (e.g. 'imagenet' or a file)")
     model = models.build(variant.name, weights=weights)
     size = tuple(model.input_shape[1:3])
     x = imagenet.preprocess_input(load_images(images, size, 3))
@@ -140,6 +194,46 @@ def predict(
     if probs.shape[-1] != 1000:  # not an ImageNet classifier: no names
         return _top_k(probs, None, top)
     return [[(c, n, float(s)) for c, n, s in row] for row in imagenet.decode_predictions(probs, top=top)]
+
+
+def _exportable(model):
+    """`model`, or on JAX its part after a leading `Resizing` layer.
+
+    JAX's exporters (jax2tf, jax2onnx) cannot trace Keras' `Resizing` with
+    symbolic shapes, not even a symbolic batch size. There the artifact
+    starts after the resize and takes images of the training size.
+    """
+    import keras
+
+    if keras.backend.backend() != "jax" or None not in model.input_shape[1:]:
+        return model
+    first = [layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)][:1]
+    if not first or not isinstance(first[0], keras.layers.Resizing):
+        return model
+    return keras.Model(first[0].output, model.output, name=model.name)
+
+
+def _example_input(model) -> Optional[np.ndarray]:
+    """A zero batch the model accepts, or None if its input size is unknown.
+
+    Free spatial sizes take the size of the model's `Resizing` layer (models
+    written by `train` resize inside).
+    """
+    import keras
+
+    shape = model.input_shape
+    if not isinstance(shape, tuple):
+        return None
+    shape = list(shape[1:])
+    if None in shape:
+        resizing = [layer for layer in model.layers if isinstance(layer, keras.layers.Resizing)]
+        if not resizing:
+            return None
+        axes = [i for i, d in enumerate(shape) if d is None]
+        if len(axes) != 2:
+            return None
+        shape[axes[0]], shape[axes[1]] = resizing[0].height, resizing[0].width
+    return np.zeros([1] + shape, "float32")
 
 
 def _top_k(probs: np.ndarray, names: Optional[list], top: int) -> list:
@@ -159,7 +253,9 @@ def export(model_path, fmt: str, out) -> str:
     needs TensorFlow). ``onnx``: an ONNX file (needs ``onnx`` and, on the
     TensorFlow/JAX backends, ``tf2onnx``; on PyTorch, ``onnxscript``).
     The artifact appears only once complete (written beside `out`, then
-    renamed); an existing `out` is replaced.
+    renamed); an existing `out` is replaced. Models that take any image size
+    export that way, except on JAX (see `_exportable`): there the artifact
+    takes images of the size of the model's `Resizing` layer.
 
     Args:
         model_path: the ``.keras`` model.
@@ -174,17 +270,20 @@ def export(model_path, fmt: str, out) -> str:
             unwritable destination.
     """
     if fmt not in EXPORT_FORMATS:
-        raise ValueError(f"`--format` must be one of {', '.join(EXPORT_FORMATS)}. Received: {fmt!r}")
+        raise ValueError(f"`fmt` must be one of {', '.join(EXPORT_FORMATS)}. Received: {fmt!r}")
     out = os.path.abspath(os.fspath(out))
+    import keras
+
     model = load_model(model_path)
     parent = os.path.dirname(out)
     if not os.path.isdir(parent) or not os.access(parent, os.W_OK):
         raise ValueError(f"cannot write the export to {out!r}: {parent!r} is not a writable directory")
-    shape = model.input_shape
-    if isinstance(shape, tuple) and None not in shape[1:]:
-        # A freshly loaded model has never been called; some exporters
-        # (ONNX on JAX) refuse such models.
-        model(np.zeros((1,) + tuple(shape[1:]), "float32"))
+    model = _exportable(model)
+    example = _example_input(model)
+    if example is not None:
+        # A freshly loaded model has never been called; some exporters (ONNX
+        # on JAX) refuse such models.
+        model(example)
     tmp_dir = tempfile.mkdtemp(dir=parent, prefix=f".{os.path.basename(out)}.")
     try:
         tmp = os.path.join(tmp_dir, "artifact" + (".onnx" if fmt == "onnx" else ""))

@@ -19,10 +19,37 @@ from keras.src.applications import imagenet_utils
 
 from keras_densenet import blocks, efficient, registry, weights as weights_lib
 from keras_densenet.blocks import BN_MOMENTUM
-from keras_densenet.registry import ArchConfig, Variant
+from keras_densenet.registry import ArchConfig, Variant, check_bc_depth
 
 POOLINGS = (None, "avg", "max")
 DATA_FORMATS = ("channels_last", "channels_first")
+#: Names of the transposes around a channels_first model computed in NHWC.
+TO_CHANNELS_LAST = "to_channels_last"
+TO_CHANNELS_FIRST = "to_channels_first"
+
+
+def compute_data_format(data_format: str) -> str:
+    """The layout the layers compute in, for a model whose inputs are `data_format`.
+
+    TensorFlow's CPU kernels cannot run channels_first (NCHW) convolutions
+    everywhere: without oneDNN (the default on CPUs without AVX-512, or with
+    ``TF_ENABLE_ONEDNN_OPTS=0``) Conv2D refuses NCHW, and its backward pass
+    refuses it on every CPU. So on TensorFlow without a GPU, a channels_first
+    model keeps its NCHW inputs and outputs but computes in NHWC, transposing
+    once at the input (and once at a 4D output). The same weights fit both
+    layouts, and the outputs are identical. Everywhere else: `data_format`.
+
+    Example:
+
+    >>> compute_data_format("channels_last")
+    'channels_last'
+    """
+    if data_format == "channels_first" and keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        if not tf.config.list_physical_devices("GPU"):
+            return "channels_last"
+    return data_format
 
 
 def _check_options(*, drop_rate, pooling, classes, include_top, data_format, bn_epsilon, bn_momentum):
@@ -170,8 +197,12 @@ def _build(
     else:
         img_input = keras.layers.Input(tensor=input_tensor, shape=input_shape)
 
-    opts = blocks.LayerOptions(data_format, bn_epsilon, bn_momentum)
-    x = blocks.stem(img_input, arch.num_init_features, arch.stem, opts)
+    layout = compute_data_format(data_format)
+    x = img_input
+    if layout != data_format:  # NCHW in, NHWC inside: see compute_data_format
+        x = keras.layers.Permute((2, 3, 1), name=TO_CHANNELS_LAST)(x)
+    opts = blocks.LayerOptions(layout, bn_epsilon, bn_momentum)
+    x = blocks.stem(x, arch.num_init_features, arch.stem, opts)
     for stage, num_layers in enumerate(arch.blocks):
         x = blocks.dense_block(
             x,
@@ -187,6 +218,8 @@ def _build(
         if stage < len(arch.blocks) - 1:
             x = blocks.transition_block(x, arch.compression, blocks.transition_name(stage), opts)
     x = blocks.head(x, opts, include_top, pooling, classes, classifier_activation)
+    if layout != data_format and len(x.shape) == 4:
+        x = keras.layers.Permute((3, 1, 2), name=TO_CHANNELS_FIRST)(x)
 
     if input_tensor is not None:
         inputs = keras.utils.get_source_inputs(input_tensor)
@@ -385,26 +418,6 @@ DenseNet201 = _named_builder("densenet201", "DenseNet201")
 DenseNet264 = _named_builder("densenet264", "DenseNet264")
 
 
-def check_bc_depth(depth) -> int:
-    """Layers per dense block of a CIFAR DenseNet-BC of total depth `depth`.
-
-    Depth counts conv and dense layers: 3 blocks of n bottleneck layers (2
-    convs each), the stem conv, 2 transitions and the classifier: 6n + 4.
-    """
-    if (
-        not isinstance(depth, numbers.Integral)
-        or isinstance(depth, bool)
-        or depth < 10
-        or (depth - 4) % 6
-    ):
-        raise ValueError(
-            "`depth` of a DenseNet-BC must be 6n + 4 with n >= 1 layers per "
-            "dense block (e.g. 40, 100, 190, 250). "
-            f"Received: depth={depth!r}"
-        )
-    return (depth - 4) // 6
-
-
 def DenseNetBC(
     depth: int = 100,
     growth_rate: int = 12,
@@ -536,4 +549,13 @@ def multiscale_features(model: keras.Model) -> keras.Model:
     stages = sorted(last_block)
     outputs = [last_block[s][1].output for s in stages[:-1]]
     outputs.append(model.get_layer("relu").output)
-    return keras.Model(model.inputs, outputs, name=f"{model.name}_features")
+    if any(layer.name == TO_CHANNELS_LAST for layer in model.layers):
+        # A channels_first model computed in NHWC: give NCHW features back.
+        outputs = [
+            keras.layers.Permute((3, 1, 2), name=f"{TO_CHANNELS_FIRST}_{i}")(o)
+            for i, o in enumerate(outputs)
+        ]
+    # `model.inputs` is a list; a single-input model wants its single input
+    # back, or Keras warns on every call that the input structure differs.
+    inputs = model.inputs[0] if len(model.inputs) == 1 else model.inputs
+    return keras.Model(inputs, outputs, name=f"{model.name}_features")

@@ -32,6 +32,26 @@ def _is_int(value) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
+def check_bc_depth(depth) -> int:
+    """Layers per dense block of a CIFAR DenseNet-BC of total depth `depth`.
+
+    Depth counts conv and dense layers: 3 blocks of n bottleneck layers (2
+    convs each), the stem conv, 2 transitions and the classifier: 6n + 4.
+    """
+    if (
+        not isinstance(depth, numbers.Integral)
+        or isinstance(depth, bool)
+        or depth < 10
+        or (depth - 4) % 6
+    ):
+        raise ValueError(
+            "`depth` of a DenseNet-BC must be 6n + 4 with n >= 1 layers per "
+            "dense block (e.g. 40, 100, 190, 250). "
+            f"Received: depth={depth!r}"
+        )
+    return (depth - 4) // 6
+
+
 def _check_arch(cfg: "ArchConfig") -> None:
     """Raises a ValueError naming the first invalid architecture argument."""
     blocks = cfg.blocks

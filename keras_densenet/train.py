@@ -41,77 +41,23 @@ from typing import Optional, Sequence
 import keras
 
 from keras_densenet import data as data_lib
-from keras_densenet import models, registry
-
-#: Default BatchNormalization momentum for training from scratch. Keras'
-#: 0.99 makes the moving statistics average over ~100 steps; an epoch of the
-#: digits is 45 steps, so after a few epochs they still describe the
-#: random-init network and validation accuracy collapses (17% measured with
-#: 0.99 vs 99% training accuracy). 0.9 averages over ~10 steps.
-BN_MOMENTUM = 0.9
-MIXED_PRECISION = ("bfloat16", "float16")
-#: ImageNet mean/std in [0, 1] (imagenet_utils' "torch" mode), applied in the
-#: model when fine-tuning pretrained weights.
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from keras_densenet import models
+# The options and their checks live in a keras-free module, so the CLI can
+# reject bad arguments before importing keras; re-exported here.
+from keras_densenet.config import (  # noqa: F401
+    BN_MOMENTUM,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    MIXED_PRECISION,
+    TrainConfig,
+    validate,
+)
 
 MODEL_FILE = "model.keras"
 LOG_FILE = "log.csv"
 PLOT_FILE = "learning_curve.png"
 CLASS_NAMES_FILE = "class_names.json"
 BACKUP_DIR = "backup"
-
-
-@dataclasses.dataclass
-class TrainConfig:
-    """Everything `train` needs; the CLI options map one-to-one.
-
-    Attributes:
-        data: image folder (one sub-folder per class); ``None`` trains on
-            the embedded digits.
-        arch: registered variant name; ``None`` means a CIFAR DenseNet-BC of
-            `depth` and `growth_rate`.
-        depth: DenseNet-BC depth ``6n + 4`` when `arch` is ``None``.
-        growth_rate: DenseNet-BC ``k`` when `arch` is ``None``.
-        weights: pretrained weights to fine-tune from: a weight-set name of
-            `arch` (e.g. ``"imagenet"``) or a weights file of the backbone
-            (``include_top=False``). ``None`` trains from scratch.
-        epochs: total epochs (fine-tuning: head phase included).
-        head_epochs: fine-tuning only: epochs with the backbone frozen;
-            ``None`` means a third of `epochs` (at least 1).
-        batch_size: batch size.
-        image_size: input side in pixels, >= 32.
-        lr: peak learning rate (cosine decay to 0 over the phase); the
-            unfrozen fine-tuning phase uses ``lr / 10``.
-        bn_momentum: BatchNormalization momentum (see `BN_MOMENTUM`).
-        memory_efficient: build with ``memory_efficient=True`` (recomputes
-            concatenations in the backward pass).
-        mixed_precision: ``None``, ``"bfloat16"`` or ``"float16"``.
-        output: output directory (created if needed).
-        seed: seed of weights init, split, shuffling and augmentation.
-        validation_split: fraction of the data held out for validation.
-        limit: digits only: train on this many images (quick tests).
-        verbose: `model.fit` verbosity (``"auto"`` shows progress bars).
-    """
-
-    data: Optional[str] = None
-    arch: Optional[str] = None
-    depth: int = 22
-    growth_rate: int = 12
-    weights: Optional[str] = None
-    epochs: int = 8
-    head_epochs: Optional[int] = None
-    batch_size: int = 32
-    image_size: int = 32
-    lr: float = 2e-3
-    bn_momentum: float = BN_MOMENTUM
-    memory_efficient: bool = False
-    mixed_precision: Optional[str] = None
-    output: str = "densenet_run"
-    seed: int = 0
-    validation_split: float = 0.2
-    limit: Optional[int] = None
-    verbose: object = "auto"
 
 
 @dataclasses.dataclass
@@ -140,43 +86,6 @@ class TrainResult:
 
     def files(self) -> list:
         return [self.model_path, self.log_path, self.plot_path, self.class_names_path]
-
-
-def _positive_int(name: str, value, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"`{name}` must be an integer >= {minimum}. Received: {name}={value!r}")
-    return value
-
-
-def validate(config: TrainConfig) -> None:
-    """Raises a ValueError naming the first invalid option of `config`."""
-    _positive_int("epochs", config.epochs)
-    _positive_int("batch_size", config.batch_size)
-    if config.head_epochs is not None:
-        _positive_int("head_epochs", config.head_epochs)
-        if config.head_epochs >= config.epochs:
-            raise ValueError(
-                f"`head_epochs` must be smaller than `epochs` ({config.epochs}). "
-                f"Received: head_epochs={config.head_epochs}"
-            )
-    data_lib.check_image_size(config.image_size)
-    if not (isinstance(config.lr, (int, float)) and config.lr > 0):
-        raise ValueError(f"`lr` must be a positive number. Received: lr={config.lr!r}")
-    if not (isinstance(config.bn_momentum, (int, float)) and 0 <= config.bn_momentum < 1):
-        raise ValueError(
-            f"`bn_momentum` must be in [0, 1). Received: bn_momentum={config.bn_momentum!r}"
-        )
-    if config.mixed_precision not in (None,) + MIXED_PRECISION:
-        raise ValueError(
-            "`mixed_precision` must be None, 'bfloat16' or 'float16'. "
-            f"Received: mixed_precision={config.mixed_precision!r}"
-        )
-    if config.arch is not None:
-        registry.get_variant(config.arch)  # lists the variants when unknown
-    else:
-        models.check_bc_depth(config.depth)
-    if config.data is not None and config.limit is not None:
-        raise ValueError("`limit` applies to the embedded digits only, not to `data`")
 
 
 def prepare_output_dir(path) -> str:
@@ -276,13 +185,14 @@ def plot_learning_curve(history: Sequence[dict], path: str) -> str:
 
 
 def build_classifier(config: TrainConfig, num_classes: int, channels: int) -> tuple:
-    """The model `train` fits: preprocessing, DenseNet backbone, new head.
+    """The model `train` fits: resizing and rescaling, DenseNet backbone, new head.
 
     Returns:
         ``(model, backbone)``; the backbone is a nested model so that
         fine-tuning can freeze it.
     """
-    shape = (config.image_size, config.image_size, channels)
+    size = config.image_size
+    shape = (size, size, channels)
     kwargs = dict(
         include_top=False,
         weights=config.weights,
@@ -296,8 +206,18 @@ def build_classifier(config: TrainConfig, num_classes: int, channels: int) -> tu
     else:
         backbone = models.build(config.arch, **kwargs)
 
-    inputs = keras.Input(shape, name="image")
-    x = keras.layers.Rescaling(1.0 / 255, name="rescale")(inputs)
+    # Any image size goes in: the model resizes to `image_size` itself, with
+    # the resize its training data went through (`data.resize_images`;
+    # the identity on training batches, which already have that size).
+    inputs = keras.Input((None, None, channels), name="image")
+    resize = keras.layers.Resizing(size, size, interpolation=data_lib.RESIZE_INTERPOLATION, name="resize")
+    # Keras' image preprocessing layers default to `training=True` and pass
+    # that on to every later layer when the model is called without
+    # `training` (`model(x)`, exported `serve` endpoints): BatchNormalization
+    # would then use batch statistics. Recording False here keeps inference
+    # the default; `fit` and `predict` still pass their own value to every layer.
+    x = resize(inputs, training=False)
+    x = keras.layers.Rescaling(1.0 / 255, name="rescale")(x)
     pretrained = config.weights is not None
     if pretrained and channels == 3:
         x = keras.layers.Normalization(
@@ -311,6 +231,12 @@ def build_classifier(config: TrainConfig, num_classes: int, channels: int) -> tu
         num_classes, activation="softmax", dtype="float32", name="predictions"
     )(x)
     return keras.Model(inputs, outputs, name=f"{backbone.name}_classifier"), backbone
+
+
+def _say(config: TrainConfig, message: str) -> None:
+    """A progress line, unless `config.verbose` silences `fit` too."""
+    if config.verbose not in (0, False):
+        print(message, flush=True)
 
 
 def _cosine(lr: float, start: int, stop: int):
@@ -386,6 +312,11 @@ def train(config: TrainConfig, callbacks: Sequence[keras.callbacks.Callback] = (
         keras.config.set_dtype_policy(f"mixed_{config.mixed_precision}")
     try:
         model, backbone = build_classifier(config, len(class_names), channels)
+        _say(config, f"model: {model.name}, {model.count_params():,} parameters, "
+                     f"{keras.backend.backend()} backend")
+        if previous:
+            _say(config, f"resuming from epoch {len(previous) + 1} of {config.epochs} "
+                         f"({len(previous)} done, backup in {backup_dir})")
         checkpoint = AtomicModelCheckpoint(
             paths[MODEL_FILE],
             monitor="val_accuracy",
@@ -410,6 +341,10 @@ def train(config: TrainConfig, callbacks: Sequence[keras.callbacks.Callback] = (
                 os.path.join(backup_dir, phase), delete_checkpoint=False
             )
             backbone.trainable = backbone_trainable
+            # Compilation happens inside the first step: without a word, tens
+            # of seconds of silence and a huge first ETA look like a hang.
+            _say(config, f"{'fine-tuning' if backbone_trainable and pretrained else 'training'}: "
+                         "compiling the training step first (up to a minute on a CPU)...")
             model.compile(
                 optimizer=keras.optimizers.AdamW(lr, weight_decay=1e-4),
                 loss="sparse_categorical_crossentropy",

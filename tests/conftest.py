@@ -12,6 +12,32 @@ import pytest  # noqa: E402
 BACKEND = keras.backend.backend()
 
 
+def _full_float32_precision():
+    """Numerical tests compare float32 results at 1e-5..1e-4: on GPUs, cuDNN
+    and XLA compute float32 convolutions and matmuls in TF32 by default (10
+    mantissa bits), so the suite asks every backend for full float32. On a
+    CPU these settings change nothing."""
+    if BACKEND == "torch":
+        import torch
+
+        torch.backends.cudnn.allow_tf32 = False
+        torch.backends.cuda.matmul.allow_tf32 = False
+    elif BACKEND == "jax":
+        import jax
+
+        jax.config.update("jax_default_matmul_precision", "highest")
+    else:
+        import tensorflow as tf
+
+        tf.config.experimental.enable_tensor_float_32_execution(False)
+    # Subprocesses started by tests (CLI, examples) inherit these.
+    os.environ["JAX_DEFAULT_MATMUL_PRECISION"] = "highest"
+    os.environ["NVIDIA_TF32_OVERRIDE"] = "0"
+
+
+_full_float32_precision()
+
+
 @pytest.fixture(autouse=True)
 def _clean_keras_state():
     """Each test starts from Keras defaults and a fixed seed."""

@@ -48,17 +48,74 @@ def test_table_lists_every_variant(capsys):
         assert name in out
 
 
-def test_backend_option_takes_effect():
+HIDE_MODULES = os.path.join(os.path.dirname(__file__), "hide_modules")
+
+
+def run_cli(*argv, hide=(), keras_json=None, home=None, env=None):
+    """The CLI in a fresh process without $KERAS_BACKEND, as a user runs it.
+
+    `hide` makes packages look not installed (tests/hide_modules); `home` is
+    a fresh $HOME (no ~/.keras/keras.json unless `keras_json` names a backend).
+    """
+    env = {k: v for k, v in {**os.environ, **(env or {})}.items() if k not in ("KERAS_BACKEND", "KERAS_HOME")}
+    if home is not None:
+        env["HOME"] = str(home)
+        if keras_json is not None:
+            (home / ".keras").mkdir(parents=True, exist_ok=True)
+            (home / ".keras" / "keras.json").write_text(json.dumps({"backend": keras_json}))
+    if hide:
+        env["PYTHONPATH"] = os.pathsep.join([HIDE_MODULES, env.get("PYTHONPATH", "")])
+        env["KD_HIDE_MODULES"] = ",".join(hide)
+    return subprocess.run(
+        [sys.executable, "-c", "import sys; from keras_densenet.cli import main; sys.exit(main())", *argv],
+        env=env, capture_output=True, text=True, timeout=600,
+    )
+
+
+@pytest.mark.parametrize("position", ["before", "after"])
+def test_backend_option_takes_effect(position, tmp_path):
     other = "jax" if keras.backend.backend() != "jax" else "tensorflow"
     pytest.importorskip(other)
-    env = {k: v for k, v in os.environ.items() if k != "KERAS_BACKEND"}
-    proc = subprocess.run(
-        [sys.executable, "-c", "import sys; from keras_densenet.cli import main; sys.exit(main())",
-         "--backend", other, "table"],
-        env=env, capture_output=True, text=True, timeout=300,
-    )
+    argv = ["--backend", other, "table"] if position == "before" else ["table", "--backend", other]
+    proc = run_cli(*argv, home=tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert f"backend: {other}" in proc.stdout
+    assert "using the" not in proc.stderr  # chosen, so nothing to announce
+
+
+@pytest.mark.parametrize("keras_json", [None, "tensorflow"])
+def test_cli_picks_an_installed_backend_without_tensorflow(keras_json, tmp_path):
+    """README command 1 installs only JAX; keras then writes "tensorflow" into
+    a new ~/.keras/keras.json. The next commands must still run."""
+    pytest.importorskip("jax")
+    proc = run_cli("table", hide=("tensorflow",), home=tmp_path, keras_json=keras_json)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "backend: jax" in proc.stdout
+    notes = [line for line in proc.stderr.splitlines() if line.startswith("keras-densenet:")]
+    assert len(notes) == 1 and "using the jax backend" in notes[0], proc.stderr
+    if keras_json:
+        assert "keras.json names 'tensorflow', which is not installed" in notes[0]
+
+
+def test_cli_requested_backend_not_installed_is_one_line(tmp_path):
+    proc = run_cli("--backend", "tensorflow", "table", hide=("tensorflow",), home=tmp_path)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().count("\n") == 0 and "Traceback" not in proc.stderr
+    assert "tensorflow is not installed" in proc.stderr
+
+
+def test_bad_arguments_are_answered_before_keras_is_imported(tmp_path):
+    """`train --epochs 0` must not wait for keras and a backend to load."""
+    code = (
+        "import sys; from keras_densenet.cli import main; rc = main(sys.argv[1:]);"
+        "assert 'keras' not in sys.modules, 'keras was imported'; sys.exit(rc)"
+    )
+    for argv in (["train", "--epochs", "0"], ["train", "--depth", "11"], ["predict", "x.png"],
+                 ["export", str(tmp_path / "missing.keras"), "--format", "onnx", "out.onnx"]):
+        env = {k: v for k, v in os.environ.items() if k != "KERAS_BACKEND"}
+        proc = subprocess.run([sys.executable, "-c", code, *argv], env=env, capture_output=True, text=True)
+        assert proc.returncode == 2, (argv, proc.stderr)
+        assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
 
 
 @pytest.mark.parametrize(
@@ -79,9 +136,12 @@ def test_train_on_image_folder_skips_corrupt_files(capsys, image_folder, tmp_pat
     out_dir = tmp_path / "out"
     code, out, err = run(capsys, "train", "--data", str(image_folder), "--output", str(out_dir), *TINY_ARGS)
     assert code == 0, err
-    assert "skipped 1 corrupt" in out and "bad.jpg" in err
+    # Reported once, as a warning naming the file.
+    assert (out + err).count("corrupt") == 1 and "skipped 1 corrupt" in err and "bad.jpg" in err
     assert json.loads((out_dir / "class_names.json").read_text()) == ["bright", "dark"]
-    assert keras.saving.load_model(out_dir / "model.keras").input_shape == (None, 32, 32, 3)
+    model = keras.saving.load_model(out_dir / "model.keras")
+    assert model.input_shape == (None, None, None, 3)  # any size: resized inside
+    assert model.get_layer("resize").get_config()["height"] == 32
 
 
 def test_predict_with_saved_model_uses_class_names(capsys, saved_model, png):
@@ -180,3 +240,49 @@ def test_bad_input_is_one_line_exit_2(case, capsys, tmp_path, image_folder, png)
     assert code == 2
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
     assert expected in err
+
+
+#: README command 1's trained model (see tests/data/README.md).
+DIGITS_MODEL = os.path.join(os.path.dirname(__file__), "data", "digits_run", "model.keras")
+
+
+def _validation_scans(directory):
+    """The validation split's raw 8x8 scans as grayscale PNGs, with labels."""
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    digits = load_digits()
+    # The split of `data.load_digits_dataset` (same call, same seed).
+    _, val = train_test_split(np.arange(len(digits.target)), test_size=0.2,
+                              stratify=digits.target, random_state=0)
+    paths = []
+    for i in val:
+        path = directory / f"{i}.png"
+        Image.fromarray(np.round(digits.images[i] * 255 / 16).astype("uint8"), mode="L").save(path)
+        paths.append(str(path))
+    return paths, digits.target[val]
+
+
+def test_predict_raw_8x8_scans_like_training(capsys, tmp_path):
+    """The README's demo: `predict` must resize as training did (29.5%
+    correct with a nearest-neighbour resize, 99% with the training one)."""
+    paths, labels = _validation_scans(tmp_path)
+    code, out, err = run(capsys, "predict", *paths, "--model", DIGITS_MODEL, "--top", "1")
+    assert code == 0, err
+    lines = out.splitlines()
+    predicted = [int(lines[lines.index(p) + 1].split()[-1]) for p in paths]
+    accuracy = np.mean(np.array(predicted) == labels)
+    assert accuracy >= 0.95, accuracy
+    # The model resizes inside, exactly as the training data was resized.
+    from keras_densenet import data
+
+    model = keras.saving.load_model(DIGITS_MODEL)
+    scans = np.stack([keras.utils.img_to_array(keras.utils.load_img(p, color_mode="grayscale")) for p in paths[:8]])
+    np.testing.assert_allclose(
+        model.predict(scans, verbose=0), model.predict(data.resize_images(scans, 32), verbose=0), atol=1e-5
+    )
+
+
+def test_predict_without_model_or_arch_says_which(capsys, png):
+    code, _, err = run(capsys, "predict", str(png))
+    assert code == 2 and "--model" in err and "--arch" in err and "not both" not in err

@@ -68,8 +68,6 @@ def _assert_close(a, b, rtol=1e-5):
 @pytest.mark.parametrize("bottleneck", [True, False])
 @pytest.mark.parametrize("data_format", ["channels_last", "channels_first"])
 def test_same_loss_gradients_and_moving_statistics(bottleneck, data_format):
-    if data_format == "channels_first" and BACKEND == "tensorflow":
-        pytest.skip("TensorFlow's CPU convolutions do not support channels_first")
     shape = (8, 8, 3) if data_format == "channels_last" else (3, 8, 8)
     standard, efficient = _pair(bottleneck=bottleneck, data_format=data_format, input_shape=shape)
     x = images(4, 8, data_format=data_format) / 255.0

@@ -123,6 +123,60 @@ def test_channels_first_matches_channels_last():
                                atol=1e-4, rtol=1e-4)
 
 
+def _fresh_process(code, *args, env=None):
+    env = dict(os.environ, KERAS_BACKEND=keras.backend.backend(), **(env or {}))
+    proc = subprocess.run([sys.executable, "-c", code, *map(str, args)], env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+_CHANNELS_FIRST = """
+import sys, numpy as np, keras, keras_densenet as kd
+kw = dict(blocks=(2, 3), growth_rate=4, num_init_features=8, include_top=False, pooling=None)
+last = kd.DenseNet(**kw, input_shape=(32, 32, 3))
+first = kd.DenseNet(**kw, input_shape=(3, 32, 32), data_format="channels_first")
+first.set_weights(last.get_weights())
+x = np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 3)).astype("float32")
+out = keras.ops.convert_to_numpy(first(x.transpose(0, 3, 1, 2)))
+np.testing.assert_allclose(out, keras.ops.convert_to_numpy(last(x)).transpose(0, 3, 1, 2), atol=1e-4)
+features = kd.multiscale_features(first)
+assert [tuple(f.shape)[1] for f in features.outputs] == [16, 20], features.output_shape
+# Trains too (TensorFlow's CPU has no NCHW convolution backprop at all).
+first.compile("sgd", "mse")
+first.fit(x.transpose(0, 3, 1, 2), np.zeros((2,) + first.output_shape[1:]), verbose=0)
+"""
+
+
+@pytest.mark.parametrize("onednn", ["default", "off"])
+def test_channels_first_on_every_cpu(onednn):
+    """channels_first builds, predicts and trains with channels_last's
+    outputs, also where TensorFlow's CPU refuses NCHW convolutions (CPUs
+    without AVX-512 run it without oneDNN; TF_ENABLE_ONEDNN_OPTS=0 does the
+    same here)."""
+    if onednn == "off" and keras.backend.backend() != "tensorflow":
+        pytest.skip("TF_ENABLE_ONEDNN_OPTS concerns TensorFlow's kernels only")
+    _fresh_process(_CHANNELS_FIRST, env={"TF_ENABLE_ONEDNN_OPTS": "0"} if onednn == "off" else {})
+
+
+def test_multiscale_features_call_does_not_warn():
+    import warnings
+
+    features = kd.multiscale_features(kd.DenseNet(**TINY, include_top=False, input_shape=(32, 32, 3)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        features(images(1, 32))
+        run(features, images(1, 32))
+
+
+@pytest.mark.parametrize("order", ["keras_densenet first", "keras first"])
+def test_import_keras_densenet_registers_layers_in_any_order(tmp_path, order):
+    kd.DenseNet(**TINY, input_shape=(32, 32, 3), classes=3, memory_efficient=True).save(tmp_path / "me.keras")
+    imports = "import keras_densenet; import keras" if order == "keras_densenet first" else "import keras; import keras_densenet"
+    _fresh_process(f"{imports}; import sys; keras.saving.load_model(sys.argv[1], safe_mode=True)",
+                   tmp_path / "me.keras")
+
+
 def test_channels_first_from_keras_config():
     keras.config.set_image_data_format("channels_first")
     model = kd.DenseNet(**TINY, include_top=False, input_shape=(3, 32, 32))
@@ -180,15 +234,12 @@ def test_keras_file_round_trip_in_fresh_process(tmp_path):
     np.save(tmp_path / "x.npy", x)
     np.save(tmp_path / "y.npy", model.predict(x, verbose=0))
     model.save(tmp_path / "m.keras")
-    code = (
+    _fresh_process(
         "import numpy as np, keras, sys; d = sys.argv[1];"
         "m = keras.saving.load_model(d + '/m.keras', safe_mode=True);"
-        "np.testing.assert_array_equal(m.predict(np.load(d + '/x.npy'), verbose=0), np.load(d + '/y.npy'))"
+        "np.testing.assert_array_equal(m.predict(np.load(d + '/x.npy'), verbose=0), np.load(d + '/y.npy'))",
+        tmp_path,
     )
-    env = dict(os.environ, KERAS_BACKEND=keras.backend.backend())
-    proc = subprocess.run([sys.executable, "-c", code, str(tmp_path)], env=env,
-                          capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr[-2000:]
 
 
 def test_preprocess_input_is_keras_applications():

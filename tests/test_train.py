@@ -167,3 +167,21 @@ def test_augmented_batches_flip_mirrors_some_images():
     originals.update({x[i, :, ::-1].tobytes(): True for i in range(16)})
     mirrored = [originals[b.tobytes()] for b in batch]  # KeyError: neither
     assert any(mirrored) and not all(mirrored)
+
+
+def test_classifier_resizes_inside_and_defaults_to_inference():
+    """Models written by `train` take any image size (a stock `Resizing`
+    layer) and, called without `training` (as exported `serve` endpoints
+    are), run BatchNormalization in inference mode; `fit` still trains it."""
+    model, _ = train.build_classifier(TrainConfig(depth=10, growth_rate=4), 3, 1)
+    assert model.input_shape == (None, None, None, 1)
+    x = np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 1)).astype("float32")
+    inference = keras.ops.convert_to_numpy(model(x, training=False))
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(model(x)), inference)
+    small = x[:, ::4, ::4]  # 8x8, resized inside as `data.resize_images` does
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(model(small)),
+                               keras.ops.convert_to_numpy(model(data.resize_images(small, 32))), atol=1e-6)
+    stats = [keras.ops.convert_to_numpy(v).copy() for v in model.non_trainable_weights]
+    model.compile("sgd", "sparse_categorical_crossentropy")
+    model.fit(x, np.array([0, 1]), verbose=0)
+    assert any(not np.allclose(a, keras.ops.convert_to_numpy(v)) for a, v in zip(stats, model.non_trainable_weights))

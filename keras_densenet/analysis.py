@@ -190,10 +190,11 @@ def weighted_depth(model: keras.Model) -> int:
 def count_macs(model: keras.Model) -> int:
     """Multiply-accumulates of one image's forward pass (static input shape).
 
-    Counts convolutions (output positions x kernel size; grouped and
-    depthwise kernels hold only the inputs each output reads) and Dense
-    layers (inputs x units), including those inside memory-efficient dense
-    layers and nested models. Bias additions, BatchNormalization, ReLU,
+    Counts `Conv1D`/`Conv2D`/`Conv3D`/`DepthwiseConv2D` layers (output
+    positions x kernel size; grouped and depthwise kernels hold only the
+    inputs each output reads) and `Dense` layers (inputs x units), including
+    those inside memory-efficient dense layers and nested models; other
+    layer types (e.g. transposed or separable convolutions) count 0. Bias additions, BatchNormalization, ReLU,
     pooling and concatenation are left out, as in torchvision's "GFLOPS"
     column, which counts the same multiply-accumulates.
 

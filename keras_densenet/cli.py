@@ -212,7 +212,17 @@ def _run_export(args) -> int:
 
 
 def _add_table(sub) -> None:
-    p = sub.add_parser("table", help="list the registered variants and their weights")
+    p = sub.add_parser(
+        "table",
+        help="the registered variants and ResNets: depth, parameters, MACs, memory, connections",
+        description="Every registered variant plus keras.applications' ResNet-50/101/152, "
+        "with facts counted from the built graphs (keras_densenet.analysis): depth, "
+        "parameters, multiply-accumulates, training activation memory per image "
+        "(standard and memory-efficient), direct connections and channels per dense block.",
+    )
+    p.add_argument("--format", default="text", choices=("text", "json", "markdown"),
+                   help="text (default), json (one object per model) or markdown")
+    p.add_argument("--models", metavar="A,B", help="comma-separated subset (default: all)")
     p.set_defaults(func=_run_table)
 
 
@@ -250,21 +260,14 @@ def param_count(arch, classes: int = 1000) -> int:
 
 
 def _run_table(args) -> int:
-    from keras_densenet import registry
+    from keras_densenet import analysis
 
-    print(f"{'variant':22} {'blocks':16} {'k':>3} {'params':>8} {'weights':22} top-1 (%)")
-    for v in registry.VARIANTS.values():
-        classes = 1000 if v.arch.stem == "imagenet" else 10
-        params = f"{param_count(v.arch, classes) / 1e6:.1f}M"
-        top1 = ", ".join(f"{n} {w.top1}" for n, w in v.weights.items() if w.top1) or "-"
-        print(
-            f"{v.name:22} {str(v.arch.blocks):16} {v.arch.growth_rate:>3} {params:>8} "
-            f"{','.join(v.weights) or '-':22} {top1}"
-        )
-    print("params: with the classifier (1000 ImageNet classes, 10 for CIFAR variants).")
-    import keras
+    rows = analysis.table(_csv(args.models) if args.models else None)
+    print(analysis.format_table(rows, args.format))
+    if args.format != "json":  # keep the JSON parseable
+        import keras
 
-    print(f"keras {keras.__version__}, backend: {keras.backend.backend()}")
+        print(f"keras {keras.__version__}, backend: {keras.backend.backend()}")
     return 0
 
 
@@ -349,6 +352,40 @@ def _run_convert(args) -> int:
 _SUBCOMMANDS.append(_add_convert)
 
 
+# --- reuse -----------------------------------------------------------------
+
+
+def _add_reuse(sub) -> None:
+    p = sub.add_parser(
+        "reuse",
+        help="feature-reuse heatmap of a DenseNet (Figure 5 of the paper)",
+        description="For each dense block, the mean absolute weight each layer's first "
+        "convolution (and the transition / classifier) gives to each earlier source. "
+        "Writes OUT/reuse.png and OUT/reuse.json.",
+    )
+    p.add_argument("model", metavar="MODEL", help="a .keras DenseNet built by this package "
+                   "(e.g. train's model.keras), or a registered variant name")
+    p.add_argument("--weights", metavar="NAME|PATH",
+                   help="with a variant name: its weights (default: the variant's default, "
+                   "e.g. imagenet; 'none' for random initial weights)")
+    p.add_argument("--out", required=True, metavar="DIR", help="output directory")
+    p.add_argument("--normalize", action="store_true",
+                   help="plot each target's column relative to its largest cell (JSON stays raw)")
+    p.set_defaults(func=_run_reuse)
+
+
+def _run_reuse(args) -> int:
+    from keras_densenet import analysis
+
+    model = analysis.load_for_reuse(args.model, args.weights)
+    json_path, png_path = analysis.write_feature_reuse(model, args.out, normalize=args.normalize)
+    print(f"saved: {png_path}, {json_path}")
+    return 0
+
+
+_SUBCOMMANDS.append(_add_reuse)
+
+
 def _backend_option(parser: argparse.ArgumentParser, default) -> None:
     parser.add_argument(
         "--backend",
@@ -362,7 +399,7 @@ def _backend_option(parser: argparse.ArgumentParser, default) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="keras-densenet",
-        description="DenseNet for Keras 3: train, predict, convert, export, table, bench.",
+        description="DenseNet for Keras 3: train, predict, convert, export, table, bench, reuse.",
     )
     _backend_option(parser, None)
     # Also accepted after the subcommand; there it must not reset a value

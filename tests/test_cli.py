@@ -161,8 +161,10 @@ def test_predict_imagenet_arch_decodes_names(capsys, png, tmp_path, monkeypatch)
     weights = tmp_path / "densenet121.weights.h5"
     model = keras_densenet.build("densenet121")
     model.save_weights(weights)
-    expected = model.predict(keras_densenet.preprocess_input(
-        keras.utils.img_to_array(keras.utils.load_img(png, target_size=(224, 224)))[None]), verbose=0)
+    # Bilinear, as image_dataset_from_directory and Keras' Resizing layer.
+    image = keras.utils.img_to_array(keras.utils.load_img(png))[None]
+    resized = keras.ops.convert_to_numpy(keras.ops.image.resize(image, (224, 224), interpolation="bilinear"))
+    expected = model.predict(keras_densenet.preprocess_input(resized), verbose=0)
     code, out, err = run(capsys, "predict", str(png), "--arch", "densenet121", "--weights", str(weights), "--top", "3")
     assert code == 0, err
     best = int(np.argmax(expected[0]))

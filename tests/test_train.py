@@ -98,15 +98,19 @@ def test_invalid_config(bad, match, tmp_path):
         train.train(TrainConfig(output=str(tmp_path), **{**TINY, **bad}))
 
 
-def test_train_writes_outputs_and_resumes_after_interruption(tmp_path):
-    config = TrainConfig(epochs=3, output=str(tmp_path / "run"), **TINY)
+def test_train_writes_outputs_and_resumes_after_interruption(tmp_path, capsys):
+    config = TrainConfig(epochs=3, output=str(tmp_path / "run"), **{**TINY, "verbose": 2})
     with pytest.raises(RuntimeError, match="simulated"):
         train.train(config, callbacks=[StopAfter(1)])
     assert [row["epoch"] for row in train.read_log(str(tmp_path / "run" / "log.csv"))] == [0, 1]
+    out = capsys.readouterr().out
+    # Said before the first (slow) compiled step; no resume on a fresh run.
+    assert "compiling the training step" in out and "resuming" not in out
 
     recorder = RecordEpochs()
     result = train.train(config, callbacks=[recorder])
     assert recorder.epochs == [2]  # the completed epochs are not redone
+    assert "resuming from epoch 3 of 3" in capsys.readouterr().out
     assert [row["epoch"] for row in result.history] == [0, 1, 2]
     assert not os.path.exists(tmp_path / "run" / train.BACKUP_DIR)
     with open(result.plot_path, "rb") as f:
@@ -114,7 +118,7 @@ def test_train_writes_outputs_and_resumes_after_interruption(tmp_path):
     with open(result.class_names_path) as f:
         assert json.load(f) == [str(d) for d in range(10)]
     model = keras.saving.load_model(result.model_path)
-    assert model.output_shape == (None, 10) and model.input_shape == (None, 32, 32, 1)
+    assert model.output_shape == (None, 10) and model.input_shape == (None, None, None, 1)
     assert result.best_val_accuracy == max(row["val_accuracy"] for row in result.history)
 
 
@@ -134,7 +138,7 @@ def test_fine_tune_freezes_backbone_first(tmp_path):
     assert recorder.trainable[1] == 2 + len(backbone.trainable_weights)
     assert result.history[1]["learning_rate"] == pytest.approx(1e-4)  # lr / 10 when unfrozen
     model = keras.saving.load_model(result.model_path)
-    assert model.input_shape == (None, 32, 32, 3)
+    assert model.input_shape == (None, None, None, 3)
 
 
 @pytest.mark.parametrize("policy", ["bfloat16", "float16"])

@@ -43,6 +43,14 @@ accuracy).
 output directory: model.keras (best validation accuracy), log.csv,
 learning_curve.png, class_names.json. Interrupted? Run the same command
 again: it resumes after the last completed epoch (backup/ holds it).
+
+--distribute: data parallel over every local device with the backend's own
+engine (jax: keras.distribution.DataParallel; tensorflow:
+tf.distribute.MirroredStrategy over the GPUs, else the CPU; torch: none,
+Keras has no engine for it, so one device). --batch-size is then per device:
+the global batch is batch-size x devices, and the learning rate is scaled by
+--lr-scaling (sqrt by default, for AdamW). BatchNormalization: jax normalizes
+over the global batch; tensorflow per replica unless --sync-bn.
 """
 
 
@@ -80,6 +88,16 @@ def _add_train(sub) -> None:
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--validation-split", type=float, default=0.2, help="held-out fraction (default 0.2)")
     p.add_argument("--limit", type=int, help="digits only: use this many images (quick runs)")
+    # --- data parallelism (issue 11) ---
+    p.add_argument("--distribute", action="store_true",
+                   help="data parallel on every local device (see below); "
+                   "--batch-size becomes per device")
+    p.add_argument("--sync-bn", action="store_true",
+                   help="with --distribute on tensorflow: synchronized BatchNormalization "
+                   "(statistics of the global batch, as on jax)")
+    p.add_argument("--lr-scaling", choices=("sqrt", "linear", "none"), default="sqrt",
+                   help="with --distribute: learning rate x sqrt(devices) (default, AdamW), "
+                   "x devices (linear, SGD) or unchanged")
     p.set_defaults(func=_run_train)
 
 
@@ -107,7 +125,20 @@ def _run_train(args) -> int:
         seed=args.seed,
         validation_split=args.validation_split,
         limit=args.limit,
+        distribute=args.distribute,
+        sync_bn=args.sync_bn,
+        lr_scaling=args.lr_scaling,
     )
+    # --- data parallelism (issue 11) ---
+    plan = None
+    if config.distribute:
+        from keras_densenet import distribute
+        from keras_densenet.train import validate
+
+        validate(config)  # bad options fail before the engine starts
+        plan = distribute.data_parallel(sync_bn=config.sync_bn)
+        print(plan.describe(config.batch_size, config.lr, config.lr_scaling))
+    # ---
     default_show = warnings.showwarning
 
     def show(message, category, filename, lineno, file=None, line=None):
@@ -120,7 +151,7 @@ def _run_train(args) -> int:
     with warnings.catch_warnings():
         warnings.simplefilter("always", DataWarning)
         warnings.showwarning = show
-        result = train(config)
+        result = train(config, distribution=plan)
     if result.num_corrupt:
         print(f"skipped {result.num_corrupt} corrupt image file(s)")
     print(f"best validation accuracy: {result.best_val_accuracy:.4f}")

@@ -140,7 +140,7 @@ def set_synchronized_batch_norm(model: keras.layers.Layer, enabled: bool = True)
     >>> from keras_densenet.distribute import set_synchronized_batch_norm
     >>> model = keras_densenet.DenseNetBC(10, 4, classes=2, input_shape=(32, 32, 3))
     >>> set_synchronized_batch_norm(model)  # doctest: +SKIP
-    8
+    9
     """
     if enabled and keras.backend.backend() != "tensorflow":
         raise ValueError(
@@ -236,16 +236,16 @@ class DataParallelPlan:
         data parallel on 2 device(s) (jax, keras.distribution.DataParallel): global batch 64 = 32 per device x 2, lr 0.002 -> 0.004 (linear scaling), BatchNormalization statistics: global batch
         """
         global_batch, scaled = scale_batch_and_lr(batch_size, lr, self.num_devices, rule)
-        if self.handle is None:
+        if self.engine == SINGLE_DEVICE:
             return (
                 f"data parallel: no engine on the {self.backend} backend (Keras has no "
                 f"distribution support for it): training in one process on 1 device "
-                f"({self.devices[0]}), batch {global_batch}, lr {scaled:g}"
+                f"({self.devices[0]}), batch {global_batch}, lr {scaled:.3g}"
             )
         return (
             f"data parallel on {self.num_devices} device(s) ({self.backend}, {self.engine}): "
             f"global batch {global_batch} = {batch_size} per device x {self.num_devices}, "
-            f"lr {lr:g} -> {scaled:g} ({rule} scaling), "
+            f"lr {lr:.3g} -> {scaled:.3g} ({rule} scaling), "
             f"BatchNormalization statistics: {self.bn_statistics}"
         )
 

@@ -40,11 +40,10 @@ et al., 2022), ``"linear"`` (SGD, Goyal et al., 2017) or ``"none"``.
 
 Example:
 
->>> import keras
 >>> from keras_densenet import distribute, models
 >>> plan = distribute.data_parallel()
 >>> with plan.scope():  # doctest: +SKIP
-...     model = models.DenseNetBC(22, 12, classes=10, input_shape=(32, 32, 3))
+...     model = plan.prepare(models.DenseNetBC(22, 12, classes=10, input_shape=(32, 32, 3)))
 ...     model.compile("adamw", "sparse_categorical_crossentropy")
 ...     model.fit(x, y, batch_size=32 * plan.num_devices)
 >>> distribute.scale_batch_and_lr(32, 2e-3, 4, "sqrt")
@@ -57,7 +56,6 @@ import contextlib
 import dataclasses
 import functools
 import math
-from typing import Optional, Sequence
 
 import keras
 

@@ -8,8 +8,6 @@ They run in the suite of the backend they test; every backend runs the
 in-process ``--distribute`` test on its real local devices.
 """
 
-import contextlib
-import io
 import json
 import os
 import subprocess

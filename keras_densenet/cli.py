@@ -20,6 +20,7 @@ from typing import Optional, Sequence
 # Keras-free modules only: keras (hence its backend) is imported by the
 # subcommands, after the arguments are checked and the backend is chosen.
 from keras_densenet import backends, deploy
+from keras_densenet.config import LR_SCALING
 
 
 # --- train -----------------------------------------------------------------
@@ -37,6 +38,14 @@ accuracy).
 output directory: model.keras (best validation accuracy), log.csv,
 learning_curve.png, class_names.json. Interrupted? Run the same command
 again: it resumes after the last completed epoch (backup/ holds it).
+
+--distribute: data parallel over every local device with the backend's own
+engine (jax: keras.distribution.DataParallel; tensorflow:
+tf.distribute.MirroredStrategy over the GPUs, else the CPU; torch: none,
+Keras has no engine for it, so one device). --batch-size is then per device:
+the global batch is batch-size x devices, and the learning rate is scaled by
+--lr-scaling (sqrt by default, for AdamW). BatchNormalization: jax normalizes
+over the global batch; tensorflow per replica unless --sync-bn.
 """
 
 
@@ -74,6 +83,16 @@ def _add_train(sub) -> None:
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--validation-split", type=float, default=0.2, help="held-out fraction (default 0.2)")
     p.add_argument("--limit", type=int, help="digits only: use this many images (quick runs)")
+    # Data parallelism (keras_densenet.distribute):
+    p.add_argument("--distribute", action="store_true",
+                   help="data parallel on every local device (see below); "
+                   "--batch-size becomes per device")
+    p.add_argument("--sync-bn", action="store_true",
+                   help="with --distribute on tensorflow: synchronized BatchNormalization "
+                   "(statistics of the global batch, as on jax)")
+    p.add_argument("--lr-scaling", choices=LR_SCALING, default="sqrt",
+                   help="with --distribute: learning rate x sqrt(devices) (default, AdamW), "
+                   "x devices (linear, SGD) or unchanged")
     p.set_defaults(func=_run_train, check=_check_train)
 
 
@@ -98,6 +117,9 @@ def _train_config(args):
         seed=args.seed,
         validation_split=args.validation_split,
         limit=args.limit,
+        distribute=args.distribute,
+        sync_bn=args.sync_bn,
+        lr_scaling=args.lr_scaling,
     )
     validate(config)
     return config
@@ -114,6 +136,13 @@ def _run_train(args) -> int:
     from keras_densenet.train import train
 
     config = _train_config(args)
+    # Data parallelism (keras_densenet.distribute):
+    plan = None
+    if config.distribute:
+        from keras_densenet import distribute
+
+        plan = distribute.data_parallel(sync_bn=config.sync_bn)
+        print(plan.describe(config.batch_size, config.lr, config.lr_scaling))
     default_show = warnings.showwarning
 
     def show(message, category, filename, lineno, file=None, line=None):
@@ -126,7 +155,7 @@ def _run_train(args) -> int:
     with warnings.catch_warnings():
         warnings.simplefilter("always", DataWarning)
         warnings.showwarning = show
-        result = train(config)
+        result = train(config, distribution=plan)
     # Corrupt files were reported once, by the warning, as they were found.
     print(f"best validation accuracy: {result.best_val_accuracy:.4f}")
     print(f"saved: {', '.join(result.files())}")

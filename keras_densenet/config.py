@@ -31,6 +31,9 @@ MIXED_PRECISION = ("bfloat16", "float16")
 #: model when fine-tuning pretrained weights.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+#: How `distribute` scales the learning rate with the number of devices
+#: (see `keras_densenet.distribute.scale_batch_and_lr`).
+LR_SCALING = ("sqrt", "linear", "none")
 
 
 @dataclasses.dataclass
@@ -63,6 +66,14 @@ class TrainConfig:
         validation_split: fraction of the data held out for validation.
         limit: digits only: train on this many images (quick tests).
         verbose: `model.fit` verbosity (``"auto"`` shows progress bars).
+        distribute: data-parallel training on every local device with the
+            active backend's engine (`keras_densenet.distribute`);
+            `batch_size` is then per device and `lr` is scaled by
+            `lr_scaling`.
+        sync_bn: with `distribute` on TensorFlow: synchronized
+            BatchNormalization (statistics of the global batch).
+        lr_scaling: with `distribute`: ``"sqrt"``, ``"linear"`` or
+            ``"none"`` (see `distribute.scale_batch_and_lr`).
     """
 
     data: Optional[str] = None
@@ -83,6 +94,9 @@ class TrainConfig:
     validation_split: float = 0.2
     limit: Optional[int] = None
     verbose: object = "auto"
+    distribute: bool = False
+    sync_bn: bool = False
+    lr_scaling: str = "sqrt"
 
 
 def _positive_int(name: str, value, minimum: int = 1) -> int:
@@ -120,3 +134,10 @@ def validate(config: TrainConfig) -> None:
         registry.check_bc_depth(config.depth)
     if config.data is not None and config.limit is not None:
         raise ValueError("`limit` applies to the embedded digits only, not to `data`")
+    if config.lr_scaling not in LR_SCALING:
+        raise ValueError(
+            f"`lr_scaling` must be one of {', '.join(LR_SCALING)}. "
+            f"Received: lr_scaling={config.lr_scaling!r}"
+        )
+    if config.sync_bn and not config.distribute:
+        raise ValueError("`sync_bn` applies with `distribute` only")

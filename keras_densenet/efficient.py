@@ -61,12 +61,14 @@ _REPLAYING_BACKENDS = ("tensorflow", "torch")
 WEIGHTS_FILE_MARKER = "efficient_dense_layer"
 
 
-def _bn_train(x, gamma, beta, axis: int, epsilon: float):
+def _bn_train(x, gamma, beta, axis: int, epsilon: float, synchronized: bool = False):
     """Training-mode BatchNormalization as keras computes it: float32 batch
-    moments, then ``ops.batch_normalization``. Returns (y, mean, variance)."""
+    moments (all-reduced over the replicas of a TensorFlow strategy when
+    `synchronized`), then ``ops.batch_normalization``. Returns (y, mean,
+    variance)."""
     x = ops.cast(x, "float32")
     reduction = [a for a in range(len(x.shape)) if a != axis % len(x.shape)]
-    mean, variance = ops.moments(x, axes=reduction)
+    mean, variance = ops.moments(x, axes=reduction, synchronized=synchronized)
     y = ops.batch_normalization(x, mean, variance, axis=axis, offset=beta, scale=gamma, epsilon=epsilon)
     return y, mean, variance
 
@@ -178,10 +180,13 @@ class EfficientDenseLayer(layers.Layer):
         dtype = self.compute_dtype
         h = feats[0] if len(feats) == 1 else ops.concatenate(feats, axis=self.axis)
         stats = []
+        # Synchronized BN (TensorFlow strategies) follows the weight holders'
+        # flag, which `keras_densenet.distribute` sets on every BN layer.
+        synchronized = self.bn0.synchronized
         for padding in paddings:
             gamma, beta = params.pop(0), params.pop(0)
             if batch_stats:
-                h, mean, var = _bn_train(h, gamma, beta, self.axis, self.epsilon)
+                h, mean, var = _bn_train(h, gamma, beta, self.axis, self.epsilon, synchronized)
                 stats.extend([mean, var])
             else:
                 mean, var = params.pop(0), params.pop(0)

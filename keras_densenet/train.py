@@ -29,6 +29,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import json
@@ -41,6 +42,7 @@ from typing import Optional, Sequence
 import keras
 
 from keras_densenet import data as data_lib
+from keras_densenet import distribute as distribute_lib
 from keras_densenet import models
 # The options and their checks live in a keras-free module, so the CLI can
 # reject bad arguments before importing keras; re-exported here.
@@ -72,6 +74,8 @@ class TrainResult:
             ``model.keras``).
         class_names: label names in output order.
         num_corrupt: image files skipped because they could not be decoded.
+        num_devices: devices the batch was split over (1 without
+            `TrainConfig.distribute`).
     """
 
     output: str
@@ -83,6 +87,7 @@ class TrainResult:
     best_val_accuracy: float
     class_names: list
     num_corrupt: int = 0
+    num_devices: int = 1
 
     def files(self) -> list:
         return [self.model_path, self.log_path, self.plot_path, self.class_names_path]
@@ -247,23 +252,37 @@ def _cosine(lr: float, start: int, stop: int):
     return schedule
 
 
-def _load_data(config: TrainConfig, channels: int):
+def _load_data(config: TrainConfig, channels: int, multiple: int = 1):
+    # `multiple`: data parallelism on JAX splits every batch in equal slices,
+    # so batch sizes must be multiples of the device count.
     if config.data is None:
         ds = data_lib.load_digits_dataset(
             config.image_size, channels, config.validation_split, config.seed, config.limit
         )
+        x_train, y_train = distribute_lib.trim_to_multiple(multiple, ds.x_train, ds.y_train)
+        x_val, y_val = distribute_lib.trim_to_multiple(multiple, ds.x_val, ds.y_val)
         train_data = data_lib.augmented_batches(
-            ds.x_train, ds.y_train, config.batch_size, max_shift=config.image_size // 16,
+            x_train, y_train, config.batch_size, max_shift=config.image_size // 16,
             seed=config.seed,
         )
-        return train_data, (ds.x_val, ds.y_val), ds.class_names, 0
-    return data_lib.image_folder_datasets(
+        return train_data, (x_val, y_val), ds.class_names, 0
+    train_ds, val_ds, class_names, num_corrupt = data_lib.image_folder_datasets(
         config.data, config.image_size, config.batch_size, config.validation_split,
         config.seed, channels,
     )
+    return (
+        distribute_lib.shardable_batches(train_ds, multiple),
+        distribute_lib.shardable_batches(val_ds, multiple),
+        class_names,
+        num_corrupt,
+    )
 
 
-def train(config: TrainConfig, callbacks: Sequence[keras.callbacks.Callback] = ()) -> TrainResult:
+def train(
+    config: TrainConfig,
+    callbacks: Sequence[keras.callbacks.Callback] = (),
+    distribution: Optional[distribute_lib.DataParallelPlan] = None,
+) -> TrainResult:
     """Trains (or fine-tunes) a DenseNet and writes the output directory.
 
     From scratch: one `model.fit` with AdamW and a cosine learning-rate
@@ -271,9 +290,17 @@ def train(config: TrainConfig, callbacks: Sequence[keras.callbacks.Callback] = (
     frozen (only the new classifier learns), then the rest with everything
     trainable at a tenth of the learning rate.
 
+    With `config.distribute` (or a `distribution`), the model is built and
+    fitted in the data-parallel engine's scope, the batch is
+    ``config.batch_size`` per device and the learning rate is scaled by
+    ``config.lr_scaling``.
+
     Args:
         config: the options.
         callbacks: extra Keras callbacks for every `model.fit` call.
+        distribution: a `distribute.DataParallelPlan` to train with (e.g.
+            from `distribute.from_engine`); ``None`` makes one with
+            `distribute.data_parallel` when `config.distribute` is set.
 
     Returns:
         A `TrainResult`.
@@ -289,11 +316,22 @@ def train(config: TrainConfig, callbacks: Sequence[keras.callbacks.Callback] = (
     True
     """
     validate(config)
+    # Data parallelism (keras_densenet.distribute):
+    plan = distribution
+    if plan is None and config.distribute:
+        plan = distribute_lib.data_parallel(sync_bn=config.sync_bn)
+    if plan is not None:
+        global_batch, lr = distribute_lib.scale_batch_and_lr(
+            config.batch_size, config.lr, plan.num_devices, config.lr_scaling
+        )
+        config = dataclasses.replace(config, batch_size=global_batch, lr=lr)
     output = prepare_output_dir(config.output)
     pretrained = config.weights is not None
     # Pretrained ImageNet backbones want RGB; digits are gray otherwise.
     channels = 3 if (pretrained or config.data is not None) else 1
-    train_data, val_data, class_names, num_corrupt = _load_data(config, channels)
+    train_data, val_data, class_names, num_corrupt = _load_data(
+        config, channels, plan.batch_multiple if plan is not None else 1
+    )
     paths = {name: os.path.join(output, name) for name in (MODEL_FILE, LOG_FILE, PLOT_FILE, CLASS_NAMES_FILE)}
     def write_names(tmp):
         with open(tmp, "w") as f:
@@ -310,13 +348,18 @@ def train(config: TrainConfig, callbacks: Sequence[keras.callbacks.Callback] = (
     keras.utils.set_random_seed(config.seed)
     if config.mixed_precision:
         keras.config.set_dtype_policy(f"mixed_{config.mixed_precision}")
+    scope = contextlib.ExitStack()
     try:
+        if plan is not None:  # variables are created and fitted in the engine's scope
+            scope.enter_context(plan.scope())
         model, backbone = build_classifier(config, len(class_names), channels)
         _say(config, f"model: {model.name}, {model.count_params():,} parameters, "
                      f"{keras.backend.backend()} backend")
         if previous:
             _say(config, f"resuming from epoch {len(previous) + 1} of {config.epochs} "
                          f"({len(previous)} done, backup in {backup_dir})")
+        if plan is not None:
+            plan.prepare(model)
         checkpoint = AtomicModelCheckpoint(
             paths[MODEL_FILE],
             monitor="val_accuracy",
@@ -360,6 +403,7 @@ def train(config: TrainConfig, callbacks: Sequence[keras.callbacks.Callback] = (
                 initial_epoch=start,
                 epochs=stop,
                 callbacks=[
+                    *(plan.callbacks() if plan is not None else []),  # before the checkpoint
                     backup,
                     keras.callbacks.LearningRateScheduler(_cosine(lr, start, stop)),
                     keras.callbacks.CSVLogger(paths[LOG_FILE], append=resuming or i > 0),
@@ -369,6 +413,7 @@ def train(config: TrainConfig, callbacks: Sequence[keras.callbacks.Callback] = (
                 verbose=config.verbose,
             )
     finally:
+        scope.close()
         keras.config.set_dtype_policy(old_policy)
     # Every epoch is in the log and the best model is saved: the backup has
     # served its purpose.
@@ -385,4 +430,5 @@ def train(config: TrainConfig, callbacks: Sequence[keras.callbacks.Callback] = (
         best_val_accuracy=max(row.get("val_accuracy", 0.0) for row in history),
         class_names=list(class_names),
         num_corrupt=num_corrupt,
+        num_devices=plan.num_devices if plan is not None else 1,
     )

@@ -292,7 +292,7 @@ def export(model_path, fmt: str, out) -> str:
         except ImportError as e:
             raise ValueError(
                 f"export to {fmt} needs an extra package: {e}. "
-                "Install them with: pip install 'keras-densenet[export]'"
+                "Install them with: pip install -e '.[export]' (in a clone of keras-densenet)"
             ) from None
         if os.path.isdir(out) and not os.path.islink(out):
             shutil.rmtree(out)

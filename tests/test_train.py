@@ -40,7 +40,8 @@ def test_digits_are_upsampled_and_stratified():
     ds = data.load_digits_dataset(image_size=40, channels=3, validation_split=0.25, seed=1)
     assert ds.x_train.shape[1:] == (40, 40, 3) and ds.x_train.dtype == np.float32
     assert len(ds.x_train) + len(ds.x_val) == 1797
-    assert 0 <= ds.x_train.min() and ds.x_train.max() <= 255 and ds.x_train.max() > 200
+    # Bilinear weights sum to 1 up to float32 rounding (torch's: 255.00002).
+    assert -1e-3 <= ds.x_train.min() and ds.x_train.max() <= 255 + 1e-3 and ds.x_train.max() > 200
     val, total = np.bincount(ds.y_val), np.bincount(np.concatenate([ds.y_train, ds.y_val]))
     assert np.all(np.abs(val / total - 0.25) < 0.01)  # stratified: 25% of every class
     assert ds.class_names == [str(d) for d in range(10)]

@@ -17,7 +17,7 @@ import keras
 # own input validation, so reusing it keeps our errors identical to theirs.
 from keras.src.applications import imagenet_utils
 
-from keras_densenet import blocks, efficient, registry, weights as weights_lib
+from keras_densenet import blocks, efficient, initialization, registry, weights as weights_lib
 from keras_densenet.blocks import BN_MOMENTUM
 from keras_densenet.registry import ArchConfig, Variant
 
@@ -163,36 +163,38 @@ def _build(
         require_flatten=include_top,
         weights="imagenet" if spec is not None else None,
     )
-    if input_tensor is None:
-        img_input = keras.layers.Input(shape=input_shape, name="input_layer")
-    elif keras.backend.is_keras_tensor(input_tensor):
-        img_input = input_tensor
-    else:
-        img_input = keras.layers.Input(tensor=input_tensor, shape=input_shape)
+    # Every weight drawn in one NumPy pass (JAX compiles each initializer per shape).
+    with initialization.fast_variables():
+        if input_tensor is None:
+            img_input = keras.layers.Input(shape=input_shape, name="input_layer")
+        elif keras.backend.is_keras_tensor(input_tensor):
+            img_input = input_tensor
+        else:
+            img_input = keras.layers.Input(tensor=input_tensor, shape=input_shape)
 
-    opts = blocks.LayerOptions(data_format, bn_epsilon, bn_momentum)
-    x = blocks.stem(img_input, arch.num_init_features, arch.stem, opts)
-    for stage, num_layers in enumerate(arch.blocks):
-        x = blocks.dense_block(
-            x,
-            num_layers,
-            arch.growth_rate,
-            blocks.stage_name(stage),
-            opts,
-            bottleneck=arch.bottleneck,
-            bn_size=arch.bn_size,
-            drop_rate=drop_rate,
-            memory_efficient=memory_efficient,
-        )
-        if stage < len(arch.blocks) - 1:
-            x = blocks.transition_block(x, arch.compression, blocks.transition_name(stage), opts)
-    x = blocks.head(x, opts, include_top, pooling, classes, classifier_activation)
+        opts = blocks.LayerOptions(data_format, bn_epsilon, bn_momentum)
+        x = blocks.stem(img_input, arch.num_init_features, arch.stem, opts)
+        for stage, num_layers in enumerate(arch.blocks):
+            x = blocks.dense_block(
+                x,
+                num_layers,
+                arch.growth_rate,
+                blocks.stage_name(stage),
+                opts,
+                bottleneck=arch.bottleneck,
+                bn_size=arch.bn_size,
+                drop_rate=drop_rate,
+                memory_efficient=memory_efficient,
+            )
+            if stage < len(arch.blocks) - 1:
+                x = blocks.transition_block(x, arch.compression, blocks.transition_name(stage), opts)
+        x = blocks.head(x, opts, include_top, pooling, classes, classifier_activation)
 
-    if input_tensor is not None:
-        inputs = keras.utils.get_source_inputs(input_tensor)
-    else:
-        inputs = img_input
-    model = keras.Model(inputs, x, name=name)
+        if input_tensor is not None:
+            inputs = keras.utils.get_source_inputs(input_tensor)
+        else:
+            inputs = img_input
+        model = keras.Model(inputs, x, name=name)
     weights_lib.load(model, weights, spec, include_top, variant)
     return model
 

@@ -47,6 +47,7 @@ from typing import TYPE_CHECKING, Optional
 import keras
 from keras import layers, ops
 
+from keras_densenet import fused
 from keras_densenet.registry import KERAS_BN_EPSILON
 
 if TYPE_CHECKING:  # blocks imports this module; avoid the cycle at runtime
@@ -92,6 +93,9 @@ class EfficientDenseLayer(layers.Layer):
         epsilon: BatchNormalization epsilon.
         momentum: BatchNormalization momentum (Keras convention).
         data_format: ``"channels_last"`` or ``"channels_first"``.
+        fused_bn: on the torch backend, run BatchNormalization inside the
+            recomputed function with PyTorch's fused kernel
+            (`fused.torch_batch_norm`) instead of Keras' element-wise ops.
         **kwargs: `keras.layers.Layer` arguments (``name``, ``dtype``...).
 
     Example:
@@ -112,9 +116,11 @@ class EfficientDenseLayer(layers.Layer):
         epsilon: float = KERAS_BN_EPSILON,
         momentum: float = 0.99,
         data_format: str = "channels_last",
+        fused_bn: bool = False,
         **kwargs,
     ):
         super().__init__(**kwargs)
+        self.fused_bn = bool(fused_bn)
         self.growth_rate = int(growth_rate)
         self.bottleneck = bool(bottleneck)
         self.bn_size = int(bn_size)
@@ -178,9 +184,19 @@ class EfficientDenseLayer(layers.Layer):
         dtype = self.compute_dtype
         h = feats[0] if len(feats) == 1 else ops.concatenate(feats, axis=self.axis)
         stats = []
+        fused_bn = self.fused_bn and keras.backend.backend() == "torch"
         for padding in paddings:
             gamma, beta = params.pop(0), params.pop(0)
-            if batch_stats:
+            if fused_bn:
+                mean = var = None
+                if not batch_stats:
+                    mean, var = params.pop(0), params.pop(0)
+                h, mean, var = fused.torch_batch_norm(
+                    ops.cast(h, "float32"), gamma, beta, mean, var, self.axis, self.epsilon, batch_stats
+                )
+                if batch_stats:
+                    stats.extend([mean, var])
+            elif batch_stats:
                 h, mean, var = _bn_train(h, gamma, beta, self.axis, self.epsilon)
                 stats.extend([mean, var])
             else:
@@ -240,6 +256,7 @@ class EfficientDenseLayer(layers.Layer):
             epsilon=self.epsilon,
             momentum=self.momentum,
             data_format=self.data_format,
+            fused_bn=self.fused_bn,
         )
         return config
 
@@ -281,6 +298,7 @@ def dense_block(
                 epsilon=opts.bn_epsilon,
                 momentum=opts.bn_momentum,
                 data_format=opts.data_format,
+                fused_bn=opts.fused_bn,
                 name=f"{name}_block{i + 1}",
             )(features)
         )

@@ -65,7 +65,7 @@ def _check_options(*, drop_rate, pooling, classes, include_top, data_format, bn_
 _BUILD_OPTIONS = (
     "include_top", "weights", "input_tensor", "input_shape", "pooling", "classes",
     "classifier_activation", "name", "data_format", "drop_rate", "bn_epsilon",
-    "bn_momentum", "memory_efficient",
+    "bn_momentum", "memory_efficient", "fused_bn",
 )
 
 
@@ -107,7 +107,10 @@ def _build(
     bn_epsilon: Optional[float] = None,
     bn_momentum: float = BN_MOMENTUM,
     memory_efficient: bool = False,
+    fused_bn: bool = False,
 ) -> keras.Model:
+    if not isinstance(fused_bn, bool):
+        raise ValueError(f"`fused_bn` must be True or False. Received: fused_bn={fused_bn!r}")
     if not isinstance(memory_efficient, bool):
         raise ValueError(
             f"`memory_efficient` must be True or False. Received: memory_efficient={memory_efficient!r}"
@@ -122,7 +125,7 @@ def _build(
         kwargs = dict(
             include_top=include_top, input_tensor=None, pooling=pooling, classes=classes,
             classifier_activation=classifier_activation, name=name, data_format=data_format,
-            drop_rate=drop_rate, bn_epsilon=bn_epsilon, bn_momentum=bn_momentum,
+            drop_rate=drop_rate, bn_epsilon=bn_epsilon, bn_momentum=bn_momentum, fused_bn=fused_bn,
         )
         if input_tensor is not None and input_shape is None:
             input_shape = _input_shape_of(input_tensor)
@@ -172,7 +175,7 @@ def _build(
         else:
             img_input = keras.layers.Input(tensor=input_tensor, shape=input_shape)
 
-        opts = blocks.LayerOptions(data_format, bn_epsilon, bn_momentum)
+        opts = blocks.LayerOptions(data_format, bn_epsilon, bn_momentum, fused_bn)
         x = blocks.stem(img_input, arch.num_init_features, arch.stem, opts)
         for stage, num_layers in enumerate(arch.blocks):
             x = blocks.dense_block(
@@ -221,6 +224,7 @@ def DenseNet(
     data_format: Optional[str] = None,
     name: str = "densenet",
     memory_efficient: bool = False,
+    fused_bn: bool = False,
 ) -> keras.Model:
     """Builds any DenseNet of Huang et al. (CVPR 2017).
 
@@ -259,6 +263,9 @@ def DenseNet(
             activation memory grows linearly instead of quadratically with
             depth, for some extra compute. Same math and weight list as the
             standard graph; see the README.
+        fused_bn: BatchNormalization through PyTorch's fused kernel on the
+            torch backend (`keras_densenet.fused`); same weights, names and
+            results, no effect on other backends.
 
     Returns:
         A `keras.Model`.
@@ -293,7 +300,7 @@ _NAMED_DOC = """Instantiates {description}.
     Same signature and defaults as `keras.applications.{func}` where that
     exists, with the same layer names, so its weights load unchanged. Extras
     (keyword-only): `data_format`, `drop_rate`, `bn_epsilon`, `bn_momentum`,
-    `memory_efficient`.
+    `memory_efficient`, `fused_bn`.
 
     Architecture: blocks {blocks}, growth rate {k}, {init} initial features,
     compression {theta}. Weights available: {weights}.
@@ -318,6 +325,8 @@ _NAMED_DOC = """Instantiates {description}.
         memory_efficient: recompute activations in the backward pass to
             train with linear instead of quadratic activation memory (same
             math and weights; see `DenseNet`).
+        fused_bn: PyTorch's fused BatchNormalization kernel on the torch
+            backend (same weights and results; see `DenseNet`).
 
     Returns:
         A `keras.Model`.
@@ -360,6 +369,7 @@ def _named_builder(variant_name: str, func_name: str):
         bn_epsilon: Optional[float] = None,
         bn_momentum: float = BN_MOMENTUM,
         memory_efficient: bool = False,
+        fused_bn: bool = False,
     ) -> keras.Model:
         return _build(variant.arch, variant, **_build_options(locals()))
 
@@ -426,6 +436,7 @@ def DenseNetBC(
     bn_epsilon: Optional[float] = None,
     bn_momentum: float = BN_MOMENTUM,
     memory_efficient: bool = False,
+    fused_bn: bool = False,
 ) -> keras.Model:
     """The paper's CIFAR DenseNet-BC: 3 dense blocks of ``(depth - 4) / 6``
     bottleneck layers, ``2k`` initial features from one 3x3 conv, and
@@ -439,7 +450,7 @@ def DenseNetBC(
         growth_rate: ``k``.
         include_top, weights, input_tensor, input_shape, pooling, classes,
         classifier_activation, name, data_format, drop_rate, bn_epsilon,
-        bn_momentum, memory_efficient: as in `DenseNet` (default input 32x32x3, 10 classes).
+        bn_momentum, memory_efficient, fused_bn: as in `DenseNet` (default input 32x32x3, 10 classes).
         compression: ``theta`` of the transitions.
         bn_size: bottleneck width as a multiple of ``k``.
 

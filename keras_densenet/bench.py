@@ -12,6 +12,14 @@ Three measurements, standard vs ``memory_efficient=True``:
 * ``time``: seconds per ``train_on_batch`` step on each backend.
 * ``rss``: peak resident memory (``ru_maxrss``) of a process that runs
   ``model.fit``, by default on the torch backend.
+* ``build``: seconds to build each of `variants` (``weights=None``, the
+  builder call only, imports excluded), each build in a fresh process,
+  alternating with keras.applications' builder where it has the variant;
+  median of `repeats`.
+* ``throughput``: inference and training images/s of this package's model
+  against keras.applications' DenseNet and a native PyTorch DenseNet, in
+  alternating rounds in one process per backend, with peak training memory
+  where the backend reports it (`keras_densenet.throughput`).
 
 Each measurement runs in a fresh subprocess, since the Keras backend is fixed
 at import and peak RSS is per process.
@@ -20,18 +28,25 @@ Example::
 
     keras-densenet bench --measure activations
     keras-densenet bench --measure time --backends tensorflow,jax,torch
+    keras-densenet bench --measure throughput --backends jax,torch --json tp.json
 """
 
 from __future__ import annotations
 
 import json
 import os
+import statistics
 import subprocess
 import sys
-from typing import Sequence
+import tempfile
+from typing import Optional, Sequence
 
-MEASURES = ("activations", "time", "rss")
+MEASURES = ("activations", "time", "rss", "throughput", "build")
+#: What runs when no measure is named (throughput is long: ask for it).
+DEFAULT_MEASURES = ("activations", "time", "rss")
 BACKENDS = ("tensorflow", "jax", "torch")
+#: Keras dtype policies the throughput benchmark takes.
+PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 MB = 1e6
 
 
@@ -136,8 +151,31 @@ def peak_rss(variant: str, memory_efficient: bool, image_size: int, batch_size: 
     return {"peak_before_fit_mib": before, "peak_mib": after}
 
 
+def build_seconds(variant: str, source: str) -> float:
+    """Seconds of one builder call (``weights=None``) in this process."""
+    import time
+
+    import keras
+
+    from keras_densenet import models
+    from keras_densenet.throughput import KERAS_APPLICATIONS
+
+    start = time.perf_counter()
+    if source == "keras_applications":
+        getattr(keras.applications, KERAS_APPLICATIONS[variant])(weights=None)
+    else:
+        models.build(variant)
+    return time.perf_counter() - start
+
+
 def _worker(job: dict) -> dict:
     kind = job.pop("measure")
+    if kind == "build":
+        return {"seconds": build_seconds(**job)}
+    if kind == "throughput":
+        from keras_densenet import throughput
+
+        return throughput.measure(job.pop("variant"), **job)
     if kind == "activations":
         return {"bytes_per_image": activations_per_image(**job)}
     if kind == "time":
@@ -146,7 +184,8 @@ def _worker(job: dict) -> dict:
 
 
 def _spawn(backend: str, job: dict) -> dict:
-    env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="3")
+    # JAX must not take most of the GPU at start-up: native PyTorch shares it.
+    env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="3", XLA_PYTHON_CLIENT_PREALLOCATE="false")
     proc = subprocess.run(
         [sys.executable, "-m", "keras_densenet.bench", json.dumps(job)],
         env=env,
@@ -177,7 +216,7 @@ def _check(measure: Sequence[str], backends: Sequence[str], variants: Sequence[s
 
 
 def run(
-    measure: Sequence[str] = MEASURES,
+    measure: Sequence[str] = DEFAULT_MEASURES,
     *,
     backends: Sequence[str] = BACKENDS,
     variants: Sequence[str] = ("densenet121", "densenet264"),
@@ -188,6 +227,14 @@ def run(
     steps: int = 5,
     rss_backend: str = "torch",
     rss_batch: int = 64,
+    throughput_variant: str = "densenet121",
+    throughput_size: int = 224,
+    throughput_batch: int = 64,
+    rounds: int = 7,
+    iters: int = 5,
+    precision: str = "float32",
+    json_path: Optional[str] = None,
+    repeats: int = 3,
     out=None,
 ) -> dict:
     """Runs the benchmark and prints Markdown tables; returns the numbers.
@@ -203,11 +250,21 @@ def run(
         steps: timed steps (step time) and fit steps (peak RSS).
         rss_backend: backend for the peak-RSS table.
         rss_batch: batch size for peak RSS.
+        throughput_variant: registered variant for the throughput table.
+        throughput_size: input side for throughput.
+        throughput_batch: batch size for throughput.
+        rounds: alternating timed rounds (throughput).
+        iters: calls per candidate per round (throughput).
+        precision: Keras dtype policy for throughput (``float32``,
+            ``mixed_bfloat16``, ``mixed_float16``).
+        json_path: also write the results as JSON there (``"-"``: stdout).
+        repeats: fresh-process builds per variant and source (build time).
         out: a text stream (default stdout).
 
     Returns:
         ``{"activations": {variant: {"standard": bytes, "memory_efficient":
-        bytes}}, "time": {backend: {...}}, "rss": {...}}`` for what was run.
+        bytes}}, "time": {backend: {...}}, "rss": {...}, "throughput":
+        {backend: throughput.measure(...)}}`` for what was run.
 
     Raises:
         ValueError: an unknown measure, backend or variant, or a
@@ -220,10 +277,13 @@ def run(
     """
     out = out or sys.stdout
     _check(
-        measure, list(backends) + [rss_backend], list(variants) + [time_variant],
+        measure, list(backends) + [rss_backend], list(variants) + [time_variant, throughput_variant],
         image_size=image_size, time_size=time_size, time_batch=time_batch,
-        steps=steps, rss_batch=rss_batch,
+        steps=steps, rss_batch=rss_batch, throughput_size=throughput_size,
+        throughput_batch=throughput_batch, rounds=rounds, iters=iters, repeats=repeats,
     )
+    if precision not in PRECISIONS:
+        raise ValueError(f"`precision` must be one of {', '.join(PRECISIONS)}. Received: {precision!r}")
     kinds = (("standard", False), ("memory_efficient", True))
     results: dict = {}
     if "activations" in measure:
@@ -257,7 +317,81 @@ def run(
         for k, r in row.items():
             print(f"| {k} | {r['peak_before_fit_mib']:.0f} | {r['peak_mib']:.0f} "
                   f"| {r['peak_mib'] - r['peak_before_fit_mib']:.0f} |", file=out, flush=True)
+    if "build" in measure:
+        from keras_densenet.throughput import KERAS_APPLICATIONS
+
+        results["build"] = table = {}
+        print(f"\nBuild time, s (weights=None, each build in a fresh process, median of {repeats}, alternating)", file=out)
+        print("| backend | model | ours | keras.applications | ratio |\n|---|---|---:|---:|---:|", file=out)
+        for b in backends:
+            for v in variants:
+                sources = (["keras_applications"] if v in KERAS_APPLICATIONS else []) + ["ours"]
+                times = {src: [] for src in sources}
+                for _ in range(repeats):
+                    for src in sources:
+                        times[src].append(_spawn(b, dict(measure="build", variant=v, source=src))["seconds"])
+                row = {src: {"median": float(statistics.median(t)), "runs": t} for src, t in times.items()}
+                table.setdefault(b, {})[v] = row
+                theirs = row.get("keras_applications", {}).get("median")
+                ratio = f"{row['ours']['median'] / theirs:.2f}" if theirs else "-"
+                print(f"| {b} | {v} | {row['ours']['median']:.1f} | {f'{theirs:.1f}' if theirs else '-'} | {ratio} |",
+                      file=out, flush=True)
+    if "throughput" in measure:
+        results["throughput"] = table = {}
+        job = dict(measure="throughput", variant=throughput_variant, image_size=throughput_size,
+                   batch_size=throughput_batch, rounds=rounds, iters=iters, precision=precision)
+        for b in backends:
+            table[b] = _spawn(b, dict(job))
+            print_throughput(table[b], out)
+    if json_path == "-":
+        print(json.dumps(results, indent=1), file=out)
+    elif json_path:
+        write_json(results, json_path)
     return results
+
+
+def print_throughput(result: dict, out) -> None:
+    """One Markdown table of `throughput.measure`'s result, ratios to ``ours``."""
+    c, m = result["config"], result["machine"]
+    print(
+        f"\nThroughput, images/s: {m['backend']} on {m.get('device', 'cpu')} ({m['cpu']}, {m['cpu_count']} cores); "
+        f"{c['variant']} {c['image_size']}x{c['image_size']}, batch {c['batch_size']}, {c['precision']}, "
+        f"median [min-max] of {c['rounds']} alternating rounds of {c['iters']} calls",
+        file=out,
+    )
+    print("| candidate | inference | x ours | training | x ours | training MB/image |\n|---|---:|---:|---:|---:|---:|", file=out)
+    names = []
+    for mode in ("inference", "training"):
+        names += [n for n in result.get(mode, {}) if n != "skipped" and n not in names]
+    for name in names:
+        cells = []
+        for mode in ("inference", "training"):
+            r = result.get(mode, {}).get(name)
+            ratio = result["ratios"].get(mode, {}).get(name)
+            cells.append(f"{r['images_per_s']:.1f} [{r['min']:.1f}-{r['max']:.1f}]" if r else "-")
+            cells.append(f"{ratio:.2f}" if ratio is not None else "-")
+        mem = result.get("memory_mb_per_image", {}).get(name)
+        cells.append(f"{mem:.1f}" if mem is not None else "n/a")
+        print(f"| {name} | " + " | ".join(cells) + " |", file=out)
+    for mode in ("inference", "training"):
+        for name, why in result.get(mode, {}).get("skipped", {}).items():
+            print(f"({mode}: {name} skipped: {why})", file=out)
+    if "native_source" in result:
+        print(f"(native: {result['native_source']}; memory: {result['memory_method']})", file=out, flush=True)
+
+
+def write_json(results: dict, path: str) -> None:
+    """Writes `results` to `path` atomically (temporary file, then rename)."""
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".bench-", suffix=".json", dir=directory)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(results, f, indent=1)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
 
 
 if __name__ == "__main__":  # worker: python -m keras_densenet.bench '{json job}'

@@ -36,7 +36,7 @@ import dataclasses
 
 from keras import layers
 
-from keras_densenet import efficient
+from keras_densenet import efficient, fused
 from keras_densenet.registry import KERAS_BN_EPSILON
 
 #: Default BatchNormalization epsilon: keras.applications' value, so that its
@@ -56,6 +56,14 @@ class LayerOptions:
     data_format: str = "channels_last"
     bn_epsilon: float = BN_EPSILON
     bn_momentum: float = BN_MOMENTUM
+    #: `fused.BatchNormalization` (PyTorch's fused kernel on torch) instead
+    #: of keras' layer: same weights and results.
+    fused_bn: bool = False
+
+    def batch_norm(self, name: str):
+        """A BatchNormalization layer with these options, named `name`."""
+        cls = fused.BatchNormalization if self.fused_bn else layers.BatchNormalization
+        return cls(axis=self.channel_axis, epsilon=self.bn_epsilon, momentum=self.bn_momentum, name=name)
 
     @property
     def channel_axis(self) -> int:
@@ -74,12 +82,7 @@ def transition_name(stage: int) -> str:
 
 def bn_relu(x, name: str, opts: LayerOptions):
     """BatchNormalization then ReLU, named ``{name}_bn`` and ``{name}_relu``."""
-    x = layers.BatchNormalization(
-        axis=opts.channel_axis,
-        epsilon=opts.bn_epsilon,
-        momentum=opts.bn_momentum,
-        name=f"{name}_bn",
-    )(x)
+    x = opts.batch_norm(f"{name}_bn")(x)
     return layers.Activation("relu", name=f"{name}_relu")(x)
 
 
@@ -188,12 +191,7 @@ def head(
     classifier_activation,
 ):
     """Final BN-ReLU, then the classifier or the requested global pooling."""
-    x = layers.BatchNormalization(
-        axis=opts.channel_axis,
-        epsilon=opts.bn_epsilon,
-        momentum=opts.bn_momentum,
-        name="bn",
-    )(x)
+    x = opts.batch_norm("bn")(x)
     x = layers.Activation("relu", name="relu")(x)
     if include_top:
         x = layers.GlobalAveragePooling2D(data_format=opts.data_format, name="avg_pool")(x)

@@ -152,6 +152,9 @@ def _run_train(args) -> int:
         else:
             default_show(message, category, filename, lineno, file, line)
 
+    from keras_densenet import compile_cache
+
+    compile_cache.enable()  # JAX: reuse compiled steps across runs
     with warnings.catch_warnings():
         warnings.simplefilter("always", DataWarning)
         warnings.showwarning = show
@@ -313,12 +316,14 @@ def _csv(text: str) -> list:
 def _add_bench(sub) -> None:
     p = sub.add_parser(
         "bench",
-        help="memory-efficient vs standard: activation memory, step time, peak RSS",
+        help="memory-efficient vs standard: activation memory, step time, peak RSS; "
+        "throughput against keras.applications and native PyTorch",
     )
     p.add_argument("--measure", default="activations,time,rss",
-                   help="comma-separated: activations, time, rss (default: all)")
+                   help="comma-separated: activations, time, rss, throughput, build "
+                   "(default: activations,time,rss)")
     p.add_argument("--variants", default="densenet121,densenet264",
-                   help="variants for the activation table (default: densenet121,densenet264)")
+                   help="variants for the activation and build-time tables (default: densenet121,densenet264)")
     p.add_argument("--image-size", type=int, default=224, help="input side for activations (224)")
     p.add_argument("--backends", default="tensorflow,jax,torch", help="backends for step time")
     p.add_argument("--time-variant", default="densenet_bc_100_k12",
@@ -327,6 +332,17 @@ def _add_bench(sub) -> None:
     p.add_argument("--time-batch", type=int, default=32, help="batch for step time (32)")
     p.add_argument("--rss-batch", type=int, default=64, help="batch for peak RSS (64)")
     p.add_argument("--steps", type=int, default=5, help="timed steps / fit steps (5)")
+    # --measure throughput (keras_densenet.throughput)
+    p.add_argument("--throughput-variant", default="densenet121", help="variant for throughput (densenet121)")
+    p.add_argument("--throughput-size", type=int, default=224, help="input side for throughput (224)")
+    p.add_argument("--throughput-batch", type=int, default=64, help="batch for throughput (64)")
+    p.add_argument("--rounds", type=int, default=7, help="alternating timed rounds for throughput (7)")
+    p.add_argument("--iters", type=int, default=5, help="calls per candidate per round (5)")
+    p.add_argument("--precision", default="float32",
+                   help="Keras dtype policy for throughput: float32, mixed_bfloat16, mixed_float16")
+    p.add_argument("--json", metavar="FILE", help="also write all results as JSON to FILE ('-': stdout)")
+    # --measure build
+    p.add_argument("--repeats", type=int, default=3, help="fresh-process builds per model for build time (3)")
     p.set_defaults(func=_run_bench)
 
 
@@ -343,6 +359,14 @@ def _run_bench(args) -> int:
         time_batch=args.time_batch,
         steps=args.steps,
         rss_batch=args.rss_batch,
+        throughput_variant=args.throughput_variant,
+        throughput_size=args.throughput_size,
+        throughput_batch=args.throughput_batch,
+        rounds=args.rounds,
+        iters=args.iters,
+        precision=args.precision,
+        json_path=args.json,
+        repeats=args.repeats,
     )
     return 0
 

@@ -47,6 +47,7 @@ from typing import TYPE_CHECKING, Optional
 import keras
 from keras import layers, ops
 
+from keras_densenet import fused
 from keras_densenet.registry import KERAS_BN_EPSILON
 
 if TYPE_CHECKING:  # blocks imports this module; avoid the cycle at runtime
@@ -94,6 +95,9 @@ class EfficientDenseLayer(layers.Layer):
         epsilon: BatchNormalization epsilon.
         momentum: BatchNormalization momentum (Keras convention).
         data_format: ``"channels_last"`` or ``"channels_first"``.
+        fused_bn: on the torch backend, run BatchNormalization inside the
+            recomputed function with PyTorch's fused kernel
+            (`fused.torch_batch_norm`) instead of Keras' element-wise ops.
         **kwargs: `keras.layers.Layer` arguments (``name``, ``dtype``...).
 
     Example:
@@ -114,9 +118,11 @@ class EfficientDenseLayer(layers.Layer):
         epsilon: float = KERAS_BN_EPSILON,
         momentum: float = 0.99,
         data_format: str = "channels_last",
+        fused_bn: bool = False,
         **kwargs,
     ):
         super().__init__(**kwargs)
+        self.fused_bn = bool(fused_bn)
         self.growth_rate = int(growth_rate)
         self.bottleneck = bool(bottleneck)
         self.bn_size = int(bn_size)
@@ -183,9 +189,19 @@ class EfficientDenseLayer(layers.Layer):
         # Synchronized BN (TensorFlow strategies) follows the weight holders'
         # flag, which `keras_densenet.distribute` sets on every BN layer.
         synchronized = self.bn0.synchronized
+        fused_bn = self.fused_bn and keras.backend.backend() == "torch"
         for padding in paddings:
             gamma, beta = params.pop(0), params.pop(0)
-            if batch_stats:
+            if fused_bn:  # torch only: one device, so nothing to synchronize
+                mean = var = None
+                if not batch_stats:
+                    mean, var = params.pop(0), params.pop(0)
+                h, mean, var = fused.torch_batch_norm(
+                    ops.cast(h, "float32"), gamma, beta, mean, var, self.axis, self.epsilon, batch_stats
+                )
+                if batch_stats:
+                    stats.extend([mean, var])
+            elif batch_stats:
                 h, mean, var = _bn_train(h, gamma, beta, self.axis, self.epsilon, synchronized)
                 stats.extend([mean, var])
             else:
@@ -245,6 +261,7 @@ class EfficientDenseLayer(layers.Layer):
             epsilon=self.epsilon,
             momentum=self.momentum,
             data_format=self.data_format,
+            fused_bn=self.fused_bn,
         )
         return config
 
@@ -286,6 +303,7 @@ def dense_block(
                 epsilon=opts.bn_epsilon,
                 momentum=opts.bn_momentum,
                 data_format=opts.data_format,
+                fused_bn=opts.fused_bn,
                 name=f"{name}_block{i + 1}",
             )(features)
         )

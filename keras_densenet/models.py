@@ -17,7 +17,7 @@ import keras
 # own input validation, so reusing it keeps our errors identical to theirs.
 from keras.src.applications import imagenet_utils
 
-from keras_densenet import blocks, efficient, registry, weights as weights_lib
+from keras_densenet import blocks, efficient, initialization, registry, weights as weights_lib
 from keras_densenet.blocks import BN_MOMENTUM
 from keras_densenet.registry import ArchConfig, Variant, check_bc_depth
 
@@ -92,7 +92,7 @@ def _check_options(*, drop_rate, pooling, classes, include_top, data_format, bn_
 _BUILD_OPTIONS = (
     "include_top", "weights", "input_tensor", "input_shape", "pooling", "classes",
     "classifier_activation", "name", "data_format", "drop_rate", "bn_epsilon",
-    "bn_momentum", "memory_efficient",
+    "bn_momentum", "memory_efficient", "fused_bn",
 )
 
 
@@ -134,7 +134,10 @@ def _build(
     bn_epsilon: Optional[float] = None,
     bn_momentum: float = BN_MOMENTUM,
     memory_efficient: bool = False,
+    fused_bn: bool = False,
 ) -> keras.Model:
+    if not isinstance(fused_bn, bool):
+        raise ValueError(f"`fused_bn` must be True or False. Received: fused_bn={fused_bn!r}")
     if not isinstance(memory_efficient, bool):
         raise ValueError(
             f"`memory_efficient` must be True or False. Received: memory_efficient={memory_efficient!r}"
@@ -149,7 +152,7 @@ def _build(
         kwargs = dict(
             include_top=include_top, input_tensor=None, pooling=pooling, classes=classes,
             classifier_activation=classifier_activation, name=name, data_format=data_format,
-            drop_rate=drop_rate, bn_epsilon=bn_epsilon, bn_momentum=bn_momentum,
+            drop_rate=drop_rate, bn_epsilon=bn_epsilon, bn_momentum=bn_momentum, fused_bn=fused_bn,
         )
         if input_tensor is not None and input_shape is None:
             input_shape = _input_shape_of(input_tensor)
@@ -190,42 +193,44 @@ def _build(
         require_flatten=include_top,
         weights="imagenet" if spec is not None else None,
     )
-    if input_tensor is None:
-        img_input = keras.layers.Input(shape=input_shape, name="input_layer")
-    elif keras.backend.is_keras_tensor(input_tensor):
-        img_input = input_tensor
-    else:
-        img_input = keras.layers.Input(tensor=input_tensor, shape=input_shape)
+    # Every weight drawn in one NumPy pass (JAX compiles each initializer per shape).
+    with initialization.fast_variables():
+        if input_tensor is None:
+            img_input = keras.layers.Input(shape=input_shape, name="input_layer")
+        elif keras.backend.is_keras_tensor(input_tensor):
+            img_input = input_tensor
+        else:
+            img_input = keras.layers.Input(tensor=input_tensor, shape=input_shape)
 
-    layout = compute_data_format(data_format)
-    x = img_input
-    if layout != data_format:  # NCHW in, NHWC inside: see compute_data_format
-        x = keras.layers.Permute((2, 3, 1), name=TO_CHANNELS_LAST)(x)
-    opts = blocks.LayerOptions(layout, bn_epsilon, bn_momentum)
-    x = blocks.stem(x, arch.num_init_features, arch.stem, opts)
-    for stage, num_layers in enumerate(arch.blocks):
-        x = blocks.dense_block(
-            x,
-            num_layers,
-            arch.growth_rate,
-            blocks.stage_name(stage),
-            opts,
-            bottleneck=arch.bottleneck,
-            bn_size=arch.bn_size,
-            drop_rate=drop_rate,
-            memory_efficient=memory_efficient,
-        )
-        if stage < len(arch.blocks) - 1:
-            x = blocks.transition_block(x, arch.compression, blocks.transition_name(stage), opts)
-    x = blocks.head(x, opts, include_top, pooling, classes, classifier_activation)
-    if layout != data_format and len(x.shape) == 4:
-        x = keras.layers.Permute((3, 1, 2), name=TO_CHANNELS_FIRST)(x)
+        layout = compute_data_format(data_format)
+        x = img_input
+        if layout != data_format:  # NCHW in, NHWC inside: see compute_data_format
+            x = keras.layers.Permute((2, 3, 1), name=TO_CHANNELS_LAST)(x)
+        opts = blocks.LayerOptions(layout, bn_epsilon, bn_momentum, fused_bn)
+        x = blocks.stem(x, arch.num_init_features, arch.stem, opts)
+        for stage, num_layers in enumerate(arch.blocks):
+            x = blocks.dense_block(
+                x,
+                num_layers,
+                arch.growth_rate,
+                blocks.stage_name(stage),
+                opts,
+                bottleneck=arch.bottleneck,
+                bn_size=arch.bn_size,
+                drop_rate=drop_rate,
+                memory_efficient=memory_efficient,
+            )
+            if stage < len(arch.blocks) - 1:
+                x = blocks.transition_block(x, arch.compression, blocks.transition_name(stage), opts)
+        x = blocks.head(x, opts, include_top, pooling, classes, classifier_activation)
+        if layout != data_format and len(x.shape) == 4:
+            x = keras.layers.Permute((3, 1, 2), name=TO_CHANNELS_FIRST)(x)
 
-    if input_tensor is not None:
-        inputs = keras.utils.get_source_inputs(input_tensor)
-    else:
-        inputs = img_input
-    model = keras.Model(inputs, x, name=name)
+        if input_tensor is not None:
+            inputs = keras.utils.get_source_inputs(input_tensor)
+        else:
+            inputs = img_input
+        model = keras.Model(inputs, x, name=name)
     weights_lib.load(model, weights, spec, include_top, variant)
     return model
 
@@ -252,6 +257,7 @@ def DenseNet(
     data_format: Optional[str] = None,
     name: str = "densenet",
     memory_efficient: bool = False,
+    fused_bn: bool = False,
 ) -> keras.Model:
     """Builds any DenseNet of Huang et al. (CVPR 2017).
 
@@ -290,6 +296,9 @@ def DenseNet(
             activation memory grows linearly instead of quadratically with
             depth, for some extra compute. Same math and weight list as the
             standard graph; see the README.
+        fused_bn: BatchNormalization through PyTorch's fused kernel on the
+            torch backend (`keras_densenet.fused`); same weights, names and
+            results, no effect on other backends.
 
     Returns:
         A `keras.Model`.
@@ -324,7 +333,7 @@ _NAMED_DOC = """Instantiates {description}.
     Same signature and defaults as `keras.applications.{func}` where that
     exists, with the same layer names, so its weights load unchanged. Extras
     (keyword-only): `data_format`, `drop_rate`, `bn_epsilon`, `bn_momentum`,
-    `memory_efficient`.
+    `memory_efficient`, `fused_bn`.
 
     Architecture: blocks {blocks}, growth rate {k}, {init} initial features,
     compression {theta}. Weights available: {weights}.
@@ -349,6 +358,8 @@ _NAMED_DOC = """Instantiates {description}.
         memory_efficient: recompute activations in the backward pass to
             train with linear instead of quadratic activation memory (same
             math and weights; see `DenseNet`).
+        fused_bn: PyTorch's fused BatchNormalization kernel on the torch
+            backend (same weights and results; see `DenseNet`).
 
     Returns:
         A `keras.Model`.
@@ -391,6 +402,7 @@ def _named_builder(variant_name: str, func_name: str):
         bn_epsilon: Optional[float] = None,
         bn_momentum: float = BN_MOMENTUM,
         memory_efficient: bool = False,
+        fused_bn: bool = False,
     ) -> keras.Model:
         return _build(variant.arch, variant, **_build_options(locals()))
 
@@ -437,6 +449,7 @@ def DenseNetBC(
     bn_epsilon: Optional[float] = None,
     bn_momentum: float = BN_MOMENTUM,
     memory_efficient: bool = False,
+    fused_bn: bool = False,
 ) -> keras.Model:
     """The paper's CIFAR DenseNet-BC: 3 dense blocks of ``(depth - 4) / 6``
     bottleneck layers, ``2k`` initial features from one 3x3 conv, and
@@ -450,7 +463,7 @@ def DenseNetBC(
         growth_rate: ``k``.
         include_top, weights, input_tensor, input_shape, pooling, classes,
         classifier_activation, name, data_format, drop_rate, bn_epsilon,
-        bn_momentum, memory_efficient: as in `DenseNet` (default input 32x32x3, 10 classes).
+        bn_momentum, memory_efficient, fused_bn: as in `DenseNet` (default input 32x32x3, 10 classes).
         compression: ``theta`` of the transitions.
         bn_size: bottleneck width as a multiple of ``k``.
 

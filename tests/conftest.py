@@ -4,6 +4,9 @@ keras is imported), e.g. ``KERAS_BACKEND=jax python -m pytest tests``."""
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+# The CLI's JAX compilation cache (keras_densenet/compile_cache.py) stays off
+# in tests: no writes to ~/.cache; test_compile_cache.py turns it on itself.
+os.environ.setdefault("KERAS_DENSENET_COMPILATION_CACHE", "0")
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402

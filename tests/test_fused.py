@@ -1,0 +1,87 @@
+"""fused_bn=True (keras_densenet/fused.py): PyTorch's fused BatchNormalization
+on the torch backend gives the stock layer's outputs, gradients and moving
+statistics, in the standard and memory-efficient graphs; files move between
+fused and stock models. On other backends the layer is Keras' own."""
+
+import keras
+import numpy as np
+import pytest
+
+import keras_densenet as kd
+from keras_densenet import fused
+from tests.conftest import BACKEND, images
+from tests.test_memory_efficient import _assert_close, _loss_grads_stats
+
+TINY = dict(blocks=(2, 3), growth_rate=4, num_init_features=8, stem="cifar", input_shape=(8, 8, 3), classes=3)
+
+
+def _bns(model):
+    return [l for l in model._flatten_layers(include_self=False, recursive=True)
+            if isinstance(l, keras.layers.BatchNormalization)]
+
+
+@pytest.mark.parametrize("memory_efficient", [False, True])
+@pytest.mark.parametrize("data_format", ["channels_last", "channels_first"])
+def test_same_outputs_gradients_and_moving_statistics(memory_efficient, data_format):
+    if data_format == "channels_first" and BACKEND == "tensorflow":
+        pytest.skip("TensorFlow's CPU convolutions do not support channels_first")
+    if BACKEND != "torch" and not (memory_efficient and data_format == "channels_last"):
+        pytest.skip("fused_bn runs Keras' own BatchNormalization on this backend: one case suffices")
+    shape = (8, 8, 3) if data_format == "channels_last" else (3, 8, 8)
+    kw = dict(TINY, data_format=data_format, input_shape=shape)
+    reference = kd.DenseNet(**kw)
+    model = kd.DenseNet(**kw, memory_efficient=memory_efficient, fused_bn=True)
+    # Non-trivial statistics and affine parameters.
+    rng = np.random.default_rng(1)
+    weights = [w + rng.uniform(0.1, 0.5, w.shape).astype("float32") if w.ndim == 1 else w
+               for w in reference.get_weights()]
+    reference.set_weights(weights)
+    model.set_weights(weights)
+    if not memory_efficient:
+        assert all(type(l) is fused.BatchNormalization for l in _bns(model))
+    x = images(4, 8, data_format=data_format) / 255.0
+    to_np = keras.ops.convert_to_numpy
+    np.testing.assert_allclose(to_np(model(x, training=False)), to_np(reference(x, training=False)), rtol=1e-5, atol=1e-6)
+    y = keras.ops.one_hot(np.array([0, 1, 2, 1]), 3)
+    loss_r, grads_r, stats_r = _loss_grads_stats(reference, x, y)
+    loss_f, grads_f, stats_f = _loss_grads_stats(model, x, y)
+    assert loss_f == pytest.approx(loss_r, rel=1e-5)
+    _assert_close(grads_r, grads_f)
+    _assert_close(stats_r, stats_f)
+    assert not np.allclose(stats_f[0], weights[2])  # the moving mean moved
+
+
+def test_layer_matches_keras_on_channels_last_and_first():
+    rng = np.random.default_rng(0)
+    for axis, shape in ((-1, (3, 5, 5, 6)), (1, (3, 6, 5, 5)), (-1, (7, 6)), (-1, (1, 1, 1, 6))):
+        x = rng.normal(2.0, 3.0, shape).astype("float32")
+        ours = fused.BatchNormalization(axis=axis, momentum=0.9)
+        stock = keras.layers.BatchNormalization(axis=axis, momentum=0.9)
+        ours.build(shape)
+        stock.build(shape)
+        to_np = keras.ops.convert_to_numpy
+        np.testing.assert_allclose(to_np(ours(x, training=True)), to_np(stock(x, training=True)), rtol=1e-5, atol=1e-5)
+        for a, b in zip(ours.weights, stock.weights):
+            np.testing.assert_allclose(to_np(a), to_np(b), rtol=1e-5, atol=1e-7)
+        np.testing.assert_allclose(to_np(ours(x)), to_np(stock(x)), rtol=1e-5, atol=1e-5)
+
+
+def test_files_move_between_fused_and_stock_models(tmp_path):
+    stock = kd.DenseNet(**TINY)
+    model = kd.DenseNet(**TINY, fused_bn=True)
+    x = images(2, 8)
+    expected = keras.ops.convert_to_numpy(model(x))
+    path = str(tmp_path / "fused.weights.h5")
+    model.save_weights(path)
+    stock.load_weights(path)  # same group names: the class is called BatchNormalization
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(stock(x)), expected, rtol=1e-5, atol=1e-6)
+    keras_path = str(tmp_path / "fused.keras")
+    model.save(keras_path)
+    loaded = keras.saving.load_model(keras_path, safe_mode=True)
+    assert type(loaded.get_layer("bn")) is fused.BatchNormalization
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(loaded(x)), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_fused_bn_must_be_bool():
+    with pytest.raises(ValueError, match="fused_bn"):
+        kd.DenseNet(**TINY, fused_bn="yes")

@@ -52,8 +52,8 @@ def __dir__():
 
 
 #: The modules whose import registers this package's Keras layers (for
-#: `keras.saving.load_model` of memory-efficient models).
-_LAYER_MODULES = ("keras_densenet.efficient",)
+#: `keras.saving.load_model` of memory-efficient and fused-BN models).
+_LAYER_MODULES = ("keras_densenet.efficient", "keras_densenet.fused")
 
 
 def _register_layers() -> None:

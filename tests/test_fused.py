@@ -23,8 +23,6 @@ def _bns(model):
 @pytest.mark.parametrize("memory_efficient", [False, True])
 @pytest.mark.parametrize("data_format", ["channels_last", "channels_first"])
 def test_same_outputs_gradients_and_moving_statistics(memory_efficient, data_format):
-    if data_format == "channels_first" and BACKEND == "tensorflow":
-        pytest.skip("TensorFlow's CPU convolutions do not support channels_first")
     if BACKEND != "torch" and not (memory_efficient and data_format == "channels_last"):
         pytest.skip("fused_bn runs Keras' own BatchNormalization on this backend: one case suffices")
     shape = (8, 8, 3) if data_format == "channels_last" else (3, 8, 8)

@@ -34,20 +34,19 @@ Example:
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import math
 import os
 import re
-from typing import Iterator, Optional, Sequence
+from typing import Optional, Sequence
 
 import keras
 import numpy as np
 from keras import layers
-from keras.src.backend.common import global_state
 
 from keras_densenet import models, registry
+from keras_densenet.initialization import shape_only  # noqa: F401  (re-exported)
 from keras_densenet.efficient import EfficientDenseLayer
 
 #: keras.applications' ResNets, the paper's comparison (name -> builder name).
@@ -70,31 +69,6 @@ _WEIGHTED = (layers.Conv1D, layers.Conv2D, layers.Conv3D, layers.DepthwiseConv2D
 
 
 # --- building models for counting ---------------------------------------------
-
-
-@contextlib.contextmanager
-def shape_only() -> Iterator[None]:
-    """Builds models without creating weight values (shapes only).
-
-    Inside, Keras variables get their shapes but no values
-    (`keras.StatelessScope` with ``initialize_variables=False``), and they are
-    kept out of Keras' list of variables to initialize later. Counting needs
-    only shapes; on JAX, initializing DenseNet-264's weights alone compiles
-    for minutes. Models built here cannot be run or trained.
-
-    Example:
-
-    >>> with shape_only():
-    ...     model = build_model("densenet264")
-    >>> model.count_params()
-    33736232
-    """
-    pending = list(global_state.get_global_attribute("uninitialized_variables", []) or [])
-    try:
-        with keras.StatelessScope(initialize_variables=False):
-            yield
-    finally:
-        global_state.set_global_attribute("uninitialized_variables", pending)
 
 
 def model_names() -> list:

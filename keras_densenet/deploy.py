@@ -272,8 +272,6 @@ def export(model_path, fmt: str, out) -> str:
     if fmt not in EXPORT_FORMATS:
         raise ValueError(f"`fmt` must be one of {', '.join(EXPORT_FORMATS)}. Received: {fmt!r}")
     out = os.path.abspath(os.fspath(out))
-    import keras
-
     model = load_model(model_path)
     parent = os.path.dirname(out)
     if not os.path.isdir(parent) or not os.access(parent, os.W_OK):

@@ -178,7 +178,7 @@ def sample(initializer, shape, dtype: str = "float32") -> Optional[np.ndarray]:
 def fast_variables(active: Optional[bool] = None) -> Iterator[None]:
     """Creates the variables of layers built inside, then fills them with `sample`.
 
-    The only place that uses Keras internals (checked by
+    With `shape_only`, the only place that uses Keras internals (checked by
     ``tests/test_initialization.py``): the list of uninitialised variables
     (``keras.src.backend.common.global_state``'s
     ``"uninitialized_variables"``), and each variable's ``_initializer`` and
@@ -232,3 +232,32 @@ def fast_variables(active: Optional[bool] = None) -> Iterator[None]:
                     value = keras.ops.convert_to_tensor(value, dtype=variable.dtype)
                 variable._initializer = lambda shape, dtype=None, value=value: value
             variable._deferred_initialize()
+
+
+@contextlib.contextmanager
+def shape_only() -> Iterator[None]:
+    """Builds models without creating weight values (shapes only).
+
+    Inside, Keras variables get their shapes but no values
+    (`keras.StatelessScope` with ``initialize_variables=False``), and they are
+    kept off Keras' list of variables to initialize later (the same Keras
+    internal as `fast_variables`). Counting parameters or MACs needs only
+    shapes (`keras_densenet.analysis`). Models built here cannot be run or
+    trained.
+
+    Example:
+
+    >>> import keras
+    >>> with shape_only():
+    ...     model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    >>> model.count_params()
+    8
+    """
+    from keras.src.backend.common import global_state
+
+    pending = list(global_state.get_global_attribute("uninitialized_variables", []) or [])
+    try:
+        with keras.StatelessScope(initialize_variables=False):
+            yield
+    finally:
+        global_state.set_global_attribute("uninitialized_variables", pending)

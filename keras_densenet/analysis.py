@@ -46,6 +46,7 @@ import numpy as np
 from keras import layers
 
 from keras_densenet import models, registry
+from keras_densenet.files import atomic_write
 from keras_densenet.initialization import shape_only  # noqa: F401  (re-exported)
 from keras_densenet.efficient import EfficientDenseLayer
 
@@ -499,8 +500,6 @@ def plot_feature_reuse(reuse: dict, path, title: Optional[str] = None, normalize
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from keras_densenet.train import _atomic_write
-
     blocks = reuse["blocks"]
     fig, axes = plt.subplots(1, len(blocks), figsize=(4.2 * len(blocks), 4.0), squeeze=False)
     for ax, block in zip(axes[0], blocks):
@@ -526,7 +525,7 @@ def plot_feature_reuse(reuse: dict, path, title: Optional[str] = None, normalize
     fig.suptitle(title or f"feature reuse: {reuse.get('model', '')}")
     fig.tight_layout()
     path = os.fspath(path)
-    _atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=90))
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=90))
     plt.close(fig)
     return path
 
@@ -538,8 +537,6 @@ def write_feature_reuse(model: keras.Model, out_dir, normalize: bool = False) ->
     Returns:
         The two paths.
     """
-    from keras_densenet.train import _atomic_write
-
     reuse = feature_reuse(model)
     out_dir = os.fspath(out_dir)
     try:
@@ -552,7 +549,7 @@ def write_feature_reuse(model: keras.Model, out_dir, normalize: bool = False) ->
         with open(tmp, "w") as f:
             json.dump(reuse, f, indent=1)
 
-    _atomic_write(json_path, write_json)
+    atomic_write(json_path, write_json)
     png_path = plot_feature_reuse(reuse, os.path.join(out_dir, "reuse.png"), normalize=normalize)
     return json_path, png_path
 

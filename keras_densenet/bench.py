@@ -38,8 +38,9 @@ import os
 import statistics
 import subprocess
 import sys
-import tempfile
 from typing import Optional, Sequence
+
+from keras_densenet.files import atomic_write
 
 MEASURES = ("activations", "time", "rss", "throughput", "build")
 #: What runs when no measure is named (throughput is long: ask for it).
@@ -382,16 +383,12 @@ def print_throughput(result: dict, out) -> None:
 
 def write_json(results: dict, path: str) -> None:
     """Writes `results` to `path` atomically (temporary file, then rename)."""
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".bench-", suffix=".json", dir=directory)
-    try:
-        with os.fdopen(fd, "w") as f:
+
+    def write(tmp):
+        with open(tmp, "w") as f:
             json.dump(results, f, indent=1)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+
+    atomic_write(os.path.abspath(path), write)
 
 
 if __name__ == "__main__":  # worker: python -m keras_densenet.bench '{json job}'

@@ -44,6 +44,7 @@ import keras
 from keras_densenet import data as data_lib
 from keras_densenet import distribute as distribute_lib
 from keras_densenet import models
+from keras_densenet.files import atomic_write
 # The options and their checks live in a keras-free module, so the CLI can
 # reject bad arguments before importing keras; re-exported here.
 from keras_densenet.config import (  # noqa: F401
@@ -111,23 +112,6 @@ def prepare_output_dir(path) -> str:
     return path
 
 
-def _atomic_write(path: str, write) -> None:
-    """Calls ``write(tmp_path)``, then renames: readers never see half a file."""
-    directory, base = os.path.split(path)
-    fd, tmp = tempfile.mkstemp(dir=directory or ".", prefix=f".{base}.", suffix=os.path.splitext(base)[1])
-    os.close(fd)
-    try:
-        write(tmp)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
 class AtomicModelCheckpoint(keras.callbacks.ModelCheckpoint):
     """`ModelCheckpoint` that saves to a temporary file, then renames it.
 
@@ -184,7 +168,7 @@ def plot_learning_curve(history: Sequence[dict], path: str) -> str:
         ax.legend()
     fig.suptitle("keras-densenet training")
     fig.tight_layout()
-    _atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
     plt.close(fig)
     return path
 
@@ -337,7 +321,7 @@ def train(
         with open(tmp, "w") as f:
             json.dump(list(class_names), f, indent=1)
 
-    _atomic_write(paths[CLASS_NAMES_FILE], write_names)
+    atomic_write(paths[CLASS_NAMES_FILE], write_names)
 
     backup_dir = os.path.join(output, BACKUP_DIR)
     resuming = os.path.isdir(backup_dir)

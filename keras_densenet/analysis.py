@@ -45,7 +45,7 @@ import keras
 import numpy as np
 from keras import layers
 
-from keras_densenet import models, registry
+from keras_densenet import deploy, models, registry
 from keras_densenet.files import atomic_write
 from keras_densenet.initialization import shape_only  # noqa: F401  (re-exported)
 from keras_densenet.efficient import EfficientDenseLayer
@@ -530,27 +530,27 @@ def plot_feature_reuse(reuse: dict, path, title: Optional[str] = None, normalize
     return path
 
 
-def write_feature_reuse(model: keras.Model, out_dir, normalize: bool = False) -> tuple:
-    """Writes ``reuse.json`` and ``reuse.png`` for `model` into `out_dir`
+def write_feature_reuse(model: keras.Model, out, normalize: bool = False) -> tuple:
+    """Writes ``reuse.json`` and ``reuse.png`` for `model` into directory `out`
     (`normalize`: see `plot_feature_reuse`; the JSON is always raw).
 
     Returns:
         The two paths.
     """
     reuse = feature_reuse(model)
-    out_dir = os.fspath(out_dir)
+    out = os.fspath(out)
     try:
-        os.makedirs(out_dir, exist_ok=True)
+        os.makedirs(out, exist_ok=True)
     except OSError as e:
-        raise ValueError(f"`--out` directory {out_dir!r} cannot be created: {e.strerror or e}") from None
-    json_path = os.path.join(out_dir, "reuse.json")
+        raise ValueError(f"`out` directory {out!r} cannot be created: {e.strerror or e}") from None
+    json_path = os.path.join(out, "reuse.json")
 
     def write_json(tmp):
         with open(tmp, "w") as f:
             json.dump(reuse, f, indent=1)
 
     atomic_write(json_path, write_json)
-    png_path = plot_feature_reuse(reuse, os.path.join(out_dir, "reuse.png"), normalize=normalize)
+    png_path = plot_feature_reuse(reuse, os.path.join(out, "reuse.png"), normalize=normalize)
     return json_path, png_path
 
 
@@ -567,17 +567,15 @@ def load_for_reuse(model: str, weights: Optional[str] = None) -> keras.Model:
         ValueError: the file is not a loadable model, the name is unknown,
             or `weights` is given with a file.
     """
-    from keras_densenet import deploy
-
     spec = os.fspath(model)
     if spec.endswith(".keras") or os.path.exists(spec):
         if weights is not None:
-            raise ValueError(f"`--weights` applies to variant names only, not to the file {spec!r}")
+            raise ValueError(f"`weights` applies to variant names only, not to the file {spec!r}")
         return deploy.load_model(spec)
     key = spec.lower().replace("-", "_")
     if key not in registry.VARIANTS:
         raise ValueError(
-            f"MODEL {spec!r} is neither a .keras file nor a registered variant "
+            f"`model` {spec!r} is neither a .keras file nor a registered variant "
             f"({', '.join(registry.VARIANTS)})"
         )
     variant = registry.VARIANTS[key]

@@ -4,7 +4,7 @@ Three measurements, standard vs ``memory_efficient=True``:
 
 * ``activations``: bytes saved for the backward pass per image, one training
   step, measured deterministically on the JAX backend from the residuals of
-  the loss's VJP (`jax._src.ad_checkpoint.saved_residuals`, the function
+  the loss's VJP (`internals.saved_residuals`, the function
   behind `jax.ad_checkpoint.print_saved_residuals`). Tracing is abstract, so
   224x224 DenseNet-264 needs no memory. Residuals that are the function's
   arguments (weights, the input batch) are not activations and are left out;
@@ -40,14 +40,16 @@ import subprocess
 import sys
 from typing import Optional, Sequence
 
+from keras_densenet import backends as backends_lib
+from keras_densenet import checks, config, internals, registry
 from keras_densenet.files import atomic_write
 
 MEASURES = ("activations", "time", "rss", "throughput", "build")
 #: What runs when no measure is named (throughput is long: ask for it).
 DEFAULT_MEASURES = ("activations", "time", "rss")
-BACKENDS = ("tensorflow", "jax", "torch")
+BACKENDS = backends_lib.BACKENDS
 #: Keras dtype policies the throughput benchmark takes.
-PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
+PRECISIONS = config.DTYPE_POLICIES
 MB = 1e6
 
 
@@ -74,7 +76,6 @@ def residual_bytes(model, batch_size: int) -> int:
     """
     import jax
     import keras
-    from jax._src.ad_checkpoint import saved_residuals
 
     if keras.backend.backend() != "jax":
         raise ValueError(
@@ -91,7 +92,7 @@ def residual_bytes(model, batch_size: int) -> int:
     trainable = [jax.ShapeDtypeStruct(tuple(v.shape), v.dtype) for v in model.trainable_variables]
     x = jax.ShapeDtypeStruct((batch_size,) + tuple(model.input_shape[1:]), "float32")
     total = 0
-    for aval, source in saved_residuals(loss_fn, trainable, x):
+    for aval, source in internals.saved_residuals(loss_fn, trainable, x):
         if not source.startswith("from the argument"):
             total += aval.size * aval.dtype.itemsize
     return total
@@ -159,11 +160,10 @@ def build_seconds(variant: str, source: str) -> float:
     import keras
 
     from keras_densenet import models
-    from keras_densenet.throughput import KERAS_APPLICATIONS
 
     start = time.perf_counter()
     if source == "keras_applications":
-        getattr(keras.applications, KERAS_APPLICATIONS[variant])(weights=None)
+        getattr(keras.applications, registry.KERAS_APPLICATIONS[variant])(weights=None)
     else:
         models.build(variant)
     return time.perf_counter() - start
@@ -201,19 +201,14 @@ def _spawn(backend: str, job: dict) -> dict:
 
 
 def _check(measure: Sequence[str], backends: Sequence[str], variants: Sequence[str], **ints) -> None:
-    from keras_densenet import registry
-
     for m in measure:
-        if m not in MEASURES:
-            raise ValueError(f"`measure` must be among {', '.join(MEASURES)}. Received: {m!r}")
+        checks.one_of("measure", m, MEASURES)
     for b in backends:
-        if b not in BACKENDS:
-            raise ValueError(f"`backends` must be among {', '.join(BACKENDS)}. Received: {b!r}")
+        checks.one_of("backends", b, BACKENDS)
     for v in variants:
         registry.get_variant(v)  # raises ValueError naming the allowed variants
     for name, value in ints.items():
-        if not isinstance(value, int) or value < 1:
-            raise ValueError(f"`{name}` must be a positive integer. Received: {name}={value!r}")
+        checks.integer(name, value)
 
 
 def run(
@@ -283,8 +278,7 @@ def run(
         steps=steps, rss_batch=rss_batch, throughput_size=throughput_size,
         throughput_batch=throughput_batch, rounds=rounds, iters=iters, repeats=repeats,
     )
-    if precision not in PRECISIONS:
-        raise ValueError(f"`precision` must be one of {', '.join(PRECISIONS)}. Received: {precision!r}")
+    checks.one_of("precision", precision, PRECISIONS)
     kinds = (("standard", False), ("memory_efficient", True))
     results: dict = {}
     if "activations" in measure:
@@ -319,14 +313,12 @@ def run(
             print(f"| {k} | {r['peak_before_fit_mib']:.0f} | {r['peak_mib']:.0f} "
                   f"| {r['peak_mib'] - r['peak_before_fit_mib']:.0f} |", file=out, flush=True)
     if "build" in measure:
-        from keras_densenet.throughput import KERAS_APPLICATIONS
-
         results["build"] = table = {}
         print(f"\nBuild time, s (weights=None, each build in a fresh process, median of {repeats}, alternating)", file=out)
         print("| backend | model | ours | keras.applications | ratio |\n|---|---|---:|---:|---:|", file=out)
         for b in backends:
             for v in variants:
-                sources = (["keras_applications"] if v in KERAS_APPLICATIONS else []) + ["ours"]
+                sources = (["keras_applications"] if v in registry.KERAS_APPLICATIONS else []) + ["ours"]
                 times = {src: [] for src in sources}
                 for _ in range(repeats):
                     for src in sources:

@@ -3,21 +3,12 @@
 Each function takes a Keras tensor and returns one, adding stock Keras layers
 with deterministic names. The names are keras.applications' own
 (``conv1_conv``, ``conv2_block1_1_conv``, ``pool2_conv``, ``bn``,
-``predictions``), so its ImageNet files load unchanged and weights map
-one-to-one onto torchvision's state-dict keys:
+``predictions``), so its ImageNet files load unchanged, and they map
+one-to-one onto torchvision's state-dict keys through the table
+`keras_densenet.checkpoints.LAYER_NAMES`.
 
-==============================  =========================================
-Keras layer                     torchvision key prefix
-==============================  =========================================
-``conv1_conv`` / ``conv1_bn``   ``features.conv0`` / ``features.norm0``
-``conv{s}_block{i}_0_bn``       ``features.denseblock{s-1}.denselayer{i}.norm1``
-``conv{s}_block{i}_1_conv``     ``...denselayer{i}.conv1``
-``conv{s}_block{i}_1_bn``       ``...denselayer{i}.norm2``
-``conv{s}_block{i}_2_conv``     ``...denselayer{i}.conv2``
-``pool{s}_bn`` / ``pool{s}_conv``  ``features.transition{s-1}.norm / .conv``
-``bn``                          ``features.norm5``
-``predictions``                 ``classifier``
-==============================  =========================================
+The memory-efficient dense block (`keras_densenet.efficient`) builds on these
+blocks; `keras_densenet.models` chooses between the two.
 
 Example:
 
@@ -36,7 +27,7 @@ import dataclasses
 
 from keras import layers
 
-from keras_densenet import efficient, fused
+from keras_densenet import fused
 from keras_densenet.registry import KERAS_BN_EPSILON
 
 #: Default BatchNormalization epsilon: keras.applications' value, so that its
@@ -152,18 +143,16 @@ def dense_block(
     growth_rate: int,
     name: str,
     opts: LayerOptions,
-    memory_efficient: bool = False,
     **layer_kwargs,
 ):
     """`num_layers` dense layers; each sees every earlier feature map.
 
     The output has ``in_channels + num_layers * growth_rate`` channels.
     `layer_kwargs` go to `dense_layer` (bottleneck, bn_size, drop_rate).
-    ``memory_efficient=True`` builds `efficient.dense_block` instead: same
-    math and weights, activations recomputed in the backward pass.
+    `keras_densenet.efficient.dense_block` is the memory-efficient
+    counterpart: same math and weights, activations recomputed in the
+    backward pass.
     """
-    if memory_efficient:
-        return efficient.dense_block(x, num_layers, growth_rate, name, opts, **layer_kwargs)
     for i in range(num_layers):
         x = dense_layer(x, growth_rate, f"{name}_block{i + 1}", opts, **layer_kwargs)
     return x

@@ -13,23 +13,35 @@ Example::
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import inspect
 import os
+import re
 import sys
 from typing import Optional, Sequence
 
 # Keras-free modules only: keras (hence its backend) is imported by the
 # subcommands, after the arguments are checked and the backend is chosen.
-from keras_densenet import backends, deploy
-from keras_densenet.config import LR_SCALING
+from keras_densenet import backends, bench, compile_cache, config, deploy, registry
+from keras_densenet.data import DataWarning
+
+#: Every `TrainConfig` default, by option name: the train options' defaults.
+_TRAIN = {f.name: f.default for f in dataclasses.fields(config.TrainConfig)}
+_VARIANTS = ", ".join(registry.VARIANTS)
+#: `bench.run`'s defaults, by option name: the bench options' defaults.
+_BENCH = {
+    name: p.default for name, p in inspect.signature(bench.run).parameters.items()
+    if p.default is not inspect.Parameter.empty and name != "out"
+}
 
 
 # --- train -----------------------------------------------------------------
 
 _TRAIN_EPILOG = """\
-defaults: a DenseNet-BC (depth 22, k=12, 73K parameters) trained from scratch
+defaults: a DenseNet-BC (depth {depth}, k={growth_rate}, {params:,} parameters) trained from scratch
 on scikit-learn's bundled handwritten digits (1797 real 8x8 scans, upsampled
 to 32x32, stratified 80/20 split), AdamW with cosine decay, random shifts of
-up to 2 pixels. --bn-momentum defaults to 0.9, not Keras' 0.99: with 0.99 the
+up to 2 pixels. --bn-momentum defaults to {bn_momentum}, not Keras' 0.99: with 0.99 the
 BatchNormalization moving statistics average over ~100 steps, longer than
 the whole run's first epochs (45 steps each), so validation (which uses them)
 sees statistics of an untrained network (17% measured vs 99% training
@@ -54,34 +66,41 @@ def _add_train(sub) -> None:
         "train",
         help="train or fine-tune a DenseNet (default: the embedded digits)",
         description="Train a DenseNet from scratch, or fine-tune pretrained weights.",
-        epilog=_TRAIN_EPILOG,
+        epilog=_TRAIN_EPILOG.format(
+            depth=_TRAIN["depth"],
+            growth_rate=_TRAIN["growth_rate"],
+            bn_momentum=_TRAIN["bn_momentum"],
+            params=registry.ArchConfig.bc(_TRAIN["depth"], _TRAIN["growth_rate"]).param_count(10, in_channels=1),
+        ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--data", metavar="DIR", help="image folder, one sub-folder per class "
                    "(default: the embedded handwritten digits)")
-    p.add_argument("--arch", help="registered variant (see `keras-densenet table`); "
-                   "default: a DenseNet-BC of --depth and --growth-rate")
-    p.add_argument("--depth", type=int, default=22, help="DenseNet-BC depth 6n+4 (default 22)")
-    p.add_argument("--growth-rate", type=int, default=12, help="DenseNet-BC k (default 12)")
+    p.add_argument("--arch", metavar="VARIANT",
+                   help=f"registered variant: {_VARIANTS}; default: a DenseNet-BC of --depth and --growth-rate")
+    p.add_argument("--depth", type=int, default=_TRAIN["depth"], help="DenseNet-BC depth 6n+4 (default %(default)s)")
+    p.add_argument("--growth-rate", type=int, default=_TRAIN["growth_rate"], help="DenseNet-BC k (default %(default)s)")
     p.add_argument("--weights", metavar="NAME|PATH", help="fine-tune from pretrained weights: "
                    "a weight-set name of --arch (e.g. imagenet) or a backbone weights file; "
                    "first the new head alone, then everything at lr/10")
-    p.add_argument("--epochs", type=int, default=8, help="epochs (default 8)")
+    p.add_argument("--epochs", type=int, default=_TRAIN["epochs"], help="epochs (default %(default)s)")
     p.add_argument("--head-epochs", type=int, help="fine-tuning: epochs with the backbone "
                    "frozen (default: a third of --epochs)")
-    p.add_argument("--batch-size", type=int, default=32, help="batch size (default 32)")
-    p.add_argument("--image-size", type=int, default=32, help="input side in pixels, >= 32 (default 32)")
-    p.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (default 0.002)")
-    p.add_argument("--bn-momentum", type=float, default=0.9,
-                   help="BatchNormalization momentum (default 0.9; see below)")
+    p.add_argument("--batch-size", type=int, default=_TRAIN["batch_size"], help="batch size (default %(default)s)")
+    p.add_argument("--image-size", type=int, default=_TRAIN["image_size"],
+                   help="input side in pixels, >= 32 (default %(default)s)")
+    p.add_argument("--lr", type=float, default=_TRAIN["lr"], help="peak learning rate (default %(default)s)")
+    p.add_argument("--bn-momentum", type=float, default=_TRAIN["bn_momentum"],
+                   help="BatchNormalization momentum (default %(default)s; see below)")
     p.add_argument("--memory-efficient", action="store_true",
                    help="recompute concatenations in the backward pass (less memory)")
-    p.add_argument("--mixed-precision", choices=("bfloat16", "float16"),
+    p.add_argument("--mixed-precision", choices=config.MIXED_PRECISION,
                    help="mixed-precision policy (the softmax output stays float32)")
-    p.add_argument("--output", default="densenet_run", metavar="DIR",
-                   help="output directory (default: ./densenet_run)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    p.add_argument("--validation-split", type=float, default=0.2, help="held-out fraction (default 0.2)")
+    p.add_argument("--output", default=_TRAIN["output"], metavar="DIR",
+                   help="output directory (default: ./%(default)s)")
+    p.add_argument("--seed", type=int, default=_TRAIN["seed"], help="random seed (default %(default)s)")
+    p.add_argument("--validation-split", type=float, default=_TRAIN["validation_split"],
+                   help="held-out fraction (default %(default)s)")
     p.add_argument("--limit", type=int, help="digits only: use this many images (quick runs)")
     # Data parallelism (keras_densenet.distribute):
     p.add_argument("--distribute", action="store_true",
@@ -90,39 +109,17 @@ def _add_train(sub) -> None:
     p.add_argument("--sync-bn", action="store_true",
                    help="with --distribute on tensorflow: synchronized BatchNormalization "
                    "(statistics of the global batch, as on jax)")
-    p.add_argument("--lr-scaling", choices=LR_SCALING, default="sqrt",
+    p.add_argument("--lr-scaling", choices=config.LR_SCALING, default=_TRAIN["lr_scaling"],
                    help="with --distribute: learning rate x sqrt(devices) (default, AdamW), "
                    "x devices (linear, SGD) or unchanged")
     p.set_defaults(func=_run_train, check=_check_train)
 
 
 def _train_config(args):
-    from keras_densenet.config import TrainConfig, validate
-
-    config = TrainConfig(
-        data=args.data,
-        arch=args.arch,
-        depth=args.depth,
-        growth_rate=args.growth_rate,
-        weights=args.weights,
-        epochs=args.epochs,
-        head_epochs=args.head_epochs,
-        batch_size=args.batch_size,
-        image_size=args.image_size,
-        lr=args.lr,
-        bn_momentum=args.bn_momentum,
-        memory_efficient=args.memory_efficient,
-        mixed_precision=args.mixed_precision,
-        output=args.output,
-        seed=args.seed,
-        validation_split=args.validation_split,
-        limit=args.limit,
-        distribute=args.distribute,
-        sync_bn=args.sync_bn,
-        lr_scaling=args.lr_scaling,
-    )
-    validate(config)
-    return config
+    # The options' dests are `TrainConfig`'s field names.
+    train_config = config.TrainConfig(**{k: v for k, v in vars(args).items() if k in _TRAIN})
+    config.validate(train_config)
+    return train_config
 
 
 def _check_train(args) -> None:
@@ -132,17 +129,16 @@ def _check_train(args) -> None:
 def _run_train(args) -> int:
     import warnings
 
-    from keras_densenet.data import DataWarning
     from keras_densenet.train import train
 
-    config = _train_config(args)
+    train_config = _train_config(args)
     # Data parallelism (keras_densenet.distribute):
     plan = None
-    if config.distribute:
+    if train_config.distribute:
         from keras_densenet import distribute
 
-        plan = distribute.data_parallel(sync_bn=config.sync_bn)
-        print(plan.describe(config.batch_size, config.lr, config.lr_scaling))
+        plan = distribute.data_parallel(sync_bn=train_config.sync_bn)
+        print(plan.describe(train_config.batch_size, train_config.lr, train_config.lr_scaling))
     default_show = warnings.showwarning
 
     def show(message, category, filename, lineno, file=None, line=None):
@@ -152,13 +148,11 @@ def _run_train(args) -> int:
         else:
             default_show(message, category, filename, lineno, file, line)
 
-    from keras_densenet import compile_cache
-
     compile_cache.enable()  # JAX: reuse compiled steps across runs
     with warnings.catch_warnings():
         warnings.simplefilter("always", DataWarning)
         warnings.showwarning = show
-        result = train(config, distribution=plan)
+        result = train(train_config, distribution=plan)
     # Corrupt files were reported once, by the warning, as they were found.
     print(f"best validation accuracy: {result.best_val_accuracy:.4f}")
     print(f"saved: {', '.join(result.files())}")
@@ -175,36 +169,27 @@ def _add_predict(sub) -> None:
         description="Classify images with a trained .keras model or a pretrained variant.",
     )
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
-    p.add_argument("--model", metavar="M.keras", help="a model written by `train`")
-    p.add_argument("--arch", help="a registered variant, with --weights")
+    p.add_argument("--model", dest="model_path", metavar="M.keras", help="a model written by `train`")
+    p.add_argument("--arch", metavar="VARIANT", help=f"a registered variant, with --weights: {_VARIANTS}")
     p.add_argument("--weights", default=None, metavar="NAME|PATH",
                    help="with --arch: imagenet (default) or a weights file")
-    p.add_argument("--top", type=int, default=5, help="classes per image (default 5)")
+    p.add_argument("--top", type=int, default=deploy.DEFAULT_TOP, help="classes per image (default %(default)s)")
     p.set_defaults(func=_run_predict, check=_check_predict)
 
 
-def _check_predict(args) -> None:
-    if args.model is None and args.arch is None:
-        raise ValueError("give a model: --model M.keras (from `train`) or --arch NAME (with --weights)")
-    if args.model is not None and args.arch is not None:
-        raise ValueError("give --model or --arch, not both")
-    if args.model is not None and args.weights is not None:
-        raise ValueError("--weights goes with --arch; a --model file has its weights")
-    if args.top < 1:
-        raise ValueError(f"--top must be a positive integer. Received: {args.top}")
-    for path in args.images:
-        if not os.path.isfile(path):
-            raise ValueError(f"image file not found: {path!r}")
-
-
-def _run_predict(args) -> int:
-    from keras_densenet import deploy
-
+def _predict_arguments(args) -> dict:
     weights = args.weights
     if args.arch is not None and weights is None:
         weights = "imagenet"
-    results = deploy.predict(args.images, model_path=args.model, arch=args.arch,
-                             weights=weights, top=args.top)
+    return dict(model_path=args.model_path, arch=args.arch, weights=weights, top=args.top)
+
+
+def _check_predict(args) -> None:
+    deploy.check_predict(args.images, **_predict_arguments(args))
+
+
+def _run_predict(args) -> int:
+    results = deploy.predict(args.images, **_predict_arguments(args))
     for path, rows in zip(args.images, results):
         print(path)
         for _, name, score in rows:
@@ -221,22 +206,19 @@ def _add_export(sub) -> None:
         help="write a serving artifact (TF SavedModel or ONNX)",
         description="Export a .keras model with keras.Model.export.",
     )
-    p.add_argument("model", metavar="M.keras", help="the model to export")
-    p.add_argument("--format", required=True, choices=tuple(deploy.EXPORT_FORMATS),
+    p.add_argument("model_path", metavar="M.keras", help="the model to export")
+    p.add_argument("--format", dest="fmt", required=True, choices=tuple(deploy.EXPORT_FORMATS),
                    help="savedmodel (directory) or onnx (file)")
     p.add_argument("out", metavar="OUT", help="the directory or file to write")
     p.set_defaults(func=_run_export, check=_check_export)
 
 
 def _check_export(args) -> None:
-    if not os.path.isfile(args.model):
-        raise ValueError(f"model file not found: {args.model!r} (expected a .keras file)")
+    deploy.check_export(args.model_path, args.fmt)
 
 
 def _run_export(args) -> int:
-    from keras_densenet import deploy
-
-    print(f"exported: {deploy.export(args.model, args.format, args.out)}")
+    print(f"exported: {deploy.export(args.model_path, args.fmt, args.out)}")
     return 0
 
 
@@ -256,39 +238,6 @@ def _add_table(sub) -> None:
                    help="text (default), json (one object per model) or markdown")
     p.add_argument("--models", metavar="A,B", help="comma-separated subset (default: all)")
     p.set_defaults(func=_run_table)
-
-
-def param_count(arch, classes: int = 1000) -> int:
-    """Parameters of a DenseNet with the top (BN moving statistics included),
-    computed from the architecture, so the table needs no model builds.
-
-    Example:
-
-    >>> from keras_densenet import registry
-    >>> param_count(registry.get_variant("densenet121").arch)
-    8062504
-    """
-    def bn(c):  # gamma, beta, moving mean, moving variance
-        return 4 * c
-
-    c = arch.num_init_features
-    if arch.stem == "imagenet":
-        total = 7 * 7 * 3 * c + bn(c)
-    else:
-        total = 3 * 3 * 3 * c
-    for stage, layers in enumerate(arch.blocks):
-        for _ in range(layers):
-            if arch.bottleneck:
-                width = arch.bn_size * arch.growth_rate
-                total += bn(c) + c * width + bn(width) + 9 * width * arch.growth_rate
-            else:
-                total += bn(c) + 9 * c * arch.growth_rate
-            c += arch.growth_rate
-        if stage < len(arch.blocks) - 1:
-            out = int(c * arch.compression)
-            total += bn(c) + c * out
-            c = out
-    return total + bn(c) + c * classes + classes
 
 
 def _run_table(args) -> int:
@@ -319,55 +268,44 @@ def _add_bench(sub) -> None:
         help="memory-efficient vs standard: activation memory, step time, peak RSS; "
         "throughput against keras.applications and native PyTorch",
     )
-    p.add_argument("--measure", default="activations,time,rss",
-                   help="comma-separated: activations, time, rss, throughput, build "
-                   "(default: activations,time,rss)")
-    p.add_argument("--variants", default="densenet121,densenet264",
-                   help="variants for the activation and build-time tables (default: densenet121,densenet264)")
-    p.add_argument("--image-size", type=int, default=224, help="input side for activations (224)")
-    p.add_argument("--backends", default="tensorflow,jax,torch", help="backends for step time")
-    p.add_argument("--time-variant", default="densenet_bc_100_k12",
-                   help="variant for step time and peak RSS (densenet_bc_100_k12)")
-    p.add_argument("--time-size", type=int, default=32, help="input side for step time / RSS (32)")
-    p.add_argument("--time-batch", type=int, default=32, help="batch for step time (32)")
-    p.add_argument("--rss-batch", type=int, default=64, help="batch for peak RSS (64)")
-    p.add_argument("--steps", type=int, default=5, help="timed steps / fit steps (5)")
+    d = _BENCH  # bench.run's defaults
+    p.add_argument("--measure", default=",".join(d["measure"]),
+                   help=f"comma-separated: {', '.join(bench.MEASURES)} (default: %(default)s)")
+    p.add_argument("--variants", default=",".join(d["variants"]),
+                   help="variants for the activation and build-time tables (default: %(default)s)")
+    p.add_argument("--image-size", type=int, default=d["image_size"], help="input side for activations (%(default)s)")
+    p.add_argument("--backends", default=",".join(d["backends"]), help="backends for step time (%(default)s)")
+    p.add_argument("--time-variant", default=d["time_variant"],
+                   help="variant for step time and peak RSS (%(default)s)")
+    p.add_argument("--time-size", type=int, default=d["time_size"], help="input side for step time / RSS (%(default)s)")
+    p.add_argument("--time-batch", type=int, default=d["time_batch"], help="batch for step time (%(default)s)")
+    p.add_argument("--rss-batch", type=int, default=d["rss_batch"], help="batch for peak RSS (%(default)s)")
+    p.add_argument("--steps", type=int, default=d["steps"], help="timed steps / fit steps (%(default)s)")
     # --measure throughput (keras_densenet.throughput)
-    p.add_argument("--throughput-variant", default="densenet121", help="variant for throughput (densenet121)")
-    p.add_argument("--throughput-size", type=int, default=224, help="input side for throughput (224)")
-    p.add_argument("--throughput-batch", type=int, default=64, help="batch for throughput (64)")
-    p.add_argument("--rounds", type=int, default=7, help="alternating timed rounds for throughput (7)")
-    p.add_argument("--iters", type=int, default=5, help="calls per candidate per round (5)")
-    p.add_argument("--precision", default="float32",
-                   help="Keras dtype policy for throughput: float32, mixed_bfloat16, mixed_float16")
-    p.add_argument("--json", metavar="FILE", help="also write all results as JSON to FILE ('-': stdout)")
+    p.add_argument("--throughput-variant", default=d["throughput_variant"],
+                   help="variant for throughput (%(default)s)")
+    p.add_argument("--throughput-size", type=int, default=d["throughput_size"],
+                   help="input side for throughput (%(default)s)")
+    p.add_argument("--throughput-batch", type=int, default=d["throughput_batch"],
+                   help="batch for throughput (%(default)s)")
+    p.add_argument("--rounds", type=int, default=d["rounds"],
+                   help="alternating timed rounds for throughput (%(default)s)")
+    p.add_argument("--iters", type=int, default=d["iters"], help="calls per candidate per round (%(default)s)")
+    p.add_argument("--precision", default=d["precision"],
+                   help=f"Keras dtype policy for throughput: {', '.join(bench.PRECISIONS)} (%(default)s)")
+    p.add_argument("--json", dest="json_path", metavar="FILE",
+                   help="also write all results as JSON to FILE ('-': stdout)")
     # --measure build
-    p.add_argument("--repeats", type=int, default=3, help="fresh-process builds per model for build time (3)")
+    p.add_argument("--repeats", type=int, default=d["repeats"],
+                   help="fresh-process builds per model for build time (%(default)s)")
     p.set_defaults(func=_run_bench)
 
 
 def _run_bench(args) -> int:
-    from keras_densenet import bench
-
-    bench.run(
-        _csv(args.measure),
-        backends=_csv(args.backends),
-        variants=_csv(args.variants),
-        image_size=args.image_size,
-        time_variant=args.time_variant,
-        time_size=args.time_size,
-        time_batch=args.time_batch,
-        steps=args.steps,
-        rss_batch=args.rss_batch,
-        throughput_variant=args.throughput_variant,
-        throughput_size=args.throughput_size,
-        throughput_batch=args.throughput_batch,
-        rounds=args.rounds,
-        iters=args.iters,
-        precision=args.precision,
-        json_path=args.json,
-        repeats=args.repeats,
-    )
+    options = {k: v for k, v in vars(args).items() if k in _BENCH}
+    for name in ("measure", "backends", "variants"):
+        options[name] = _csv(options[name])
+    bench.run(**options)
     return 0
 
 
@@ -384,14 +322,14 @@ def _add_convert(sub) -> None:
     )
     p.add_argument("src", help="PyTorch state dict: .pth (loaded with weights_only=True) or .safetensors")
     p.add_argument("dst", help="output: .keras (complete model with top) or .weights.h5")
-    p.add_argument(
-        "--arch",
-        # Literal, not read from the registry: importing the package here
-        # would import keras before the backend is chosen.
-        choices=("densenet121", "densenet161", "densenet169", "densenet201"),
-        help="architecture (default: detected from the tensor shapes)",
-    )
-    p.set_defaults(func=_run_convert)
+    p.add_argument("--arch", metavar="VARIANT",
+                   help=f"architecture: {_VARIANTS} (default: detected from the tensor shapes)")
+    p.set_defaults(func=_run_convert, check=_check_convert)
+
+
+def _check_convert(args) -> None:
+    if args.arch is not None:
+        registry.get_variant(args.arch)  # lists the variants when unknown
 
 
 def _run_convert(args) -> int:
@@ -449,8 +387,34 @@ def _backend_option(parser: argparse.ArgumentParser, default) -> None:
     )
 
 
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser that remembers how its options are spelled, so that
+    library errors, which name function arguments (`` `model_path` ``), reach
+    the user in the CLI's words (``--model``)."""
+
+    def __init__(self, *args, **kwargs):
+        self.spelling: dict = {}  # before super(), which adds --help
+        super().__init__(*args, **kwargs)
+
+    def add_argument(self, *args, **kwargs):
+        action = super().add_argument(*args, **kwargs)
+        if action.option_strings:
+            self.spelling[action.dest] = action.option_strings[-1]
+        elif isinstance(action.metavar, str):
+            self.spelling[action.dest] = action.metavar
+        return action
+
+    def in_cli_words(self, message: str) -> str:
+        """`message` with every known argument name as the CLI spells it."""
+        def spell(match):
+            return match[0].replace(match[1], self.spelling.get(match[1], match[1]))
+
+        message = re.sub(r"`(\w+)`", spell, message)
+        return re.sub(r"Received: (\w+)=", spell, message)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="keras-densenet",
         description="DenseNet for Keras 3: train, predict, convert, export, table, bench, reuse.",
     )
@@ -459,7 +423,7 @@ def build_parser() -> argparse.ArgumentParser:
     # given before it, hence SUPPRESS.
     common = argparse.ArgumentParser(add_help=False)
     _backend_option(common, argparse.SUPPRESS)
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
     add_parser = sub.add_parser
 
     def add_with_common(*args, **kwargs):
@@ -469,6 +433,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser = add_with_common
     for add in _SUBCOMMANDS:
         add(sub)
+    parser.subcommands = dict(sub.choices)
     return parser
 
 
@@ -482,8 +447,10 @@ def _keras_backend_mismatch() -> Optional[str]:
     return current if current != wanted else None
 
 
-def _error(command: str, error: BaseException) -> int:
+def _error(command: str, error: BaseException, parser: Optional[_Parser] = None) -> int:
     message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    if parser is not None:
+        message = parser.in_cli_words(message)
     print(f"keras-densenet {command}: error: {message}", file=sys.stderr)
     return 2
 
@@ -491,7 +458,9 @@ def _error(command: str, error: BaseException) -> int:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Runs the CLI; returns the exit code (0 ok, 2 bad input)."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = build_parser().parse_args(argv)  # argparse exits 2 on bad usage
+    parser = build_parser()
+    args = parser.parse_args(argv)  # argparse exits 2 on bad usage
+    subparser = parser.subcommands[args.command]
     try:
         # Everything here runs before keras is imported: bad arguments are
         # answered at once, and the backend is still free to choose.
@@ -499,7 +468,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             args.check(args)
         backend, note = backends.choose(args.backend)
     except ValueError as e:
-        return _error(args.command, e)
+        return _error(args.command, e, subparser)
     os.environ["KERAS_BACKEND"] = backend
     current = _keras_backend_mismatch()
     if current is not None:
@@ -516,7 +485,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         return args.func(args) or 0
     except (ValueError, FileNotFoundError, NotADirectoryError, PermissionError) as e:
-        return _error(args.command, e)
+        return _error(args.command, e, subparser)
     except KeyboardInterrupt:
         print(f"keras-densenet {args.command}: interrupted", file=sys.stderr)
         return 130

@@ -17,8 +17,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Optional
 
+from keras_densenet import checks, registry
 from keras_densenet import data as data_lib
-from keras_densenet import registry
 
 #: Default BatchNormalization momentum for training from scratch. Keras'
 #: 0.99 makes the moving statistics average over ~100 steps; an epoch of the
@@ -27,10 +27,18 @@ from keras_densenet import registry
 #: 0.99 vs 99% training accuracy). 0.9 averages over ~10 steps.
 BN_MOMENTUM = 0.9
 MIXED_PRECISION = ("bfloat16", "float16")
+#: Keras dtype policies: full float32 and the mixed-precision ones.
+DTYPE_POLICIES = ("float32",) + tuple(f"mixed_{p}" for p in MIXED_PRECISION)
 #: ImageNet mean/std in [0, 1] (imagenet_utils' "torch" mode), applied in the
 #: model when fine-tuning pretrained weights.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+#: The files `train` writes into its output directory.
+MODEL_FILE = "model.keras"
+LOG_FILE = "log.csv"
+PLOT_FILE = "learning_curve.png"
+CLASS_NAMES_FILE = "class_names.json"
+BACKUP_DIR = "backup"
 #: How `distribute` scales the learning rate with the number of devices
 #: (see `keras_densenet.distribute.scale_batch_and_lr`).
 LR_SCALING = ("sqrt", "linear", "none")
@@ -99,45 +107,31 @@ class TrainConfig:
     lr_scaling: str = "sqrt"
 
 
-def _positive_int(name: str, value, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"`{name}` must be an integer >= {minimum}. Received: {name}={value!r}")
-    return value
-
-
 def validate(config: TrainConfig) -> None:
     """Raises a ValueError naming the first invalid option of `config`."""
-    _positive_int("epochs", config.epochs)
-    _positive_int("batch_size", config.batch_size)
+    checks.integer("epochs", config.epochs)
+    checks.integer("batch_size", config.batch_size)
     if config.head_epochs is not None:
-        _positive_int("head_epochs", config.head_epochs)
+        checks.integer("head_epochs", config.head_epochs)
         if config.head_epochs >= config.epochs:
             raise ValueError(
                 f"`head_epochs` must be smaller than `epochs` ({config.epochs}). "
                 f"Received: head_epochs={config.head_epochs}"
             )
     data_lib.check_image_size(config.image_size)
-    if not (isinstance(config.lr, (int, float)) and config.lr > 0):
-        raise ValueError(f"`lr` must be a positive number. Received: lr={config.lr!r}")
-    if not (isinstance(config.bn_momentum, (int, float)) and 0 <= config.bn_momentum < 1):
-        raise ValueError(
-            f"`bn_momentum` must be in [0, 1). Received: bn_momentum={config.bn_momentum!r}"
-        )
-    if config.mixed_precision not in (None,) + MIXED_PRECISION:
-        raise ValueError(
-            "`mixed_precision` must be None, 'bfloat16' or 'float16'. "
-            f"Received: mixed_precision={config.mixed_precision!r}"
-        )
+    checks.positive("lr", config.lr)
+    checks.number("bn_momentum", config.bn_momentum, low=0, high=1, high_open=True)
+    checks.one_of("mixed_precision", config.mixed_precision, (None,) + MIXED_PRECISION)
     if config.arch is not None:
         registry.get_variant(config.arch)  # lists the variants when unknown
     else:
         registry.check_bc_depth(config.depth)
+        checks.integer("growth_rate", config.growth_rate)
     if config.data is not None and config.limit is not None:
         raise ValueError("`limit` applies to the embedded digits only, not to `data`")
-    if config.lr_scaling not in LR_SCALING:
-        raise ValueError(
-            f"`lr_scaling` must be one of {', '.join(LR_SCALING)}. "
-            f"Received: lr_scaling={config.lr_scaling!r}"
-        )
+    checks.one_of("lr_scaling", config.lr_scaling, LR_SCALING)
+    checks.boolean("memory_efficient", config.memory_efficient)
+    checks.boolean("distribute", config.distribute)
+    checks.boolean("sync_bn", config.sync_bn)
     if config.sync_bn and not config.distribute:
         raise ValueError("`sync_bn` applies with `distribute` only")

@@ -30,6 +30,8 @@ from typing import Optional
 
 import numpy as np
 
+from keras_densenet import checks
+
 #: Smallest input side the CLI accepts (CIFAR DenseNets are designed for 32).
 MIN_IMAGE_SIZE = 32
 #: File endings `keras.utils.image_dataset_from_directory` reads.
@@ -42,25 +44,11 @@ class DataWarning(UserWarning):
 
 def check_image_size(image_size) -> int:
     """Returns `image_size` as an int, or raises a ValueError naming it."""
-    if (
-        isinstance(image_size, bool)
-        or not isinstance(image_size, (int, np.integer))
-        or image_size < MIN_IMAGE_SIZE
-    ):
-        raise ValueError(
-            f"`image_size` must be an integer >= {MIN_IMAGE_SIZE}. "
-            f"Received: image_size={image_size!r}"
-        )
-    return int(image_size)
+    return checks.integer("image_size", image_size, minimum=MIN_IMAGE_SIZE)
 
 
 def _check_split(validation_split) -> float:
-    if not (isinstance(validation_split, float) and 0 < validation_split < 1):
-        raise ValueError(
-            "`validation_split` must be a float in (0, 1). "
-            f"Received: validation_split={validation_split!r}"
-        )
-    return validation_split
+    return checks.number("validation_split", validation_split, low=0, high=1, low_open=True, high_open=True)
 
 
 @dataclasses.dataclass
@@ -123,10 +111,7 @@ def load_digits_dataset(
     x = digits.images.astype("float32") * (255.0 / 16.0)  # 0..16 ink levels
     y = digits.target.astype("int32")
     if limit is not None:
-        if isinstance(limit, bool) or not isinstance(limit, int) or not 20 <= limit <= len(x):
-            raise ValueError(
-                f"`limit` must be an integer in [20, {len(x)}]. Received: limit={limit!r}"
-            )
+        checks.integer("limit", limit, minimum=20, maximum=len(x))
         if limit < len(x):
             x, _, y, _ = train_test_split(x, y, train_size=limit, stratify=y, random_state=seed)
     x_train, x_val, y_train, y_val = train_test_split(
@@ -252,11 +237,11 @@ class FolderScan:
     corrupt: list
 
 
-def scan_image_folder(data_dir) -> FolderScan:
+def scan_image_folder(data) -> FolderScan:
     """Checks an image folder and opens every image once with Pillow.
 
     Args:
-        data_dir: a directory with one sub-folder of images per class.
+        data: a directory with one sub-folder of images per class.
 
     Returns:
         A `FolderScan`; corrupt files are listed, not raised.
@@ -270,20 +255,20 @@ def scan_image_folder(data_dir) -> FolderScan:
     >>> scan_image_folder("/nonexistent")
     Traceback (most recent call last):
     ...
-    ValueError: `--data` directory not found: '/nonexistent'
+    ValueError: `data` directory not found: '/nonexistent'
     """
     from PIL import Image
 
-    data_dir = os.fspath(data_dir)
-    if not os.path.isdir(data_dir):
-        raise ValueError(f"`--data` directory not found: {data_dir!r}")
+    data = os.fspath(data)
+    if not os.path.isdir(data):
+        raise ValueError(f"`data` directory not found: {data!r}")
     class_names = sorted(
-        d for d in os.listdir(data_dir) if os.path.isdir(os.path.join(data_dir, d))
+        d for d in os.listdir(data) if os.path.isdir(os.path.join(data, d))
     )
     files, corrupt = {}, []
     for name in class_names:
         valid = []
-        for root, _, fnames in sorted(os.walk(os.path.join(data_dir, name))):
+        for root, _, fnames in sorted(os.walk(os.path.join(data, name))):
             for fname in sorted(fnames):
                 if not fname.lower().endswith(IMAGE_SUFFIXES):
                     continue
@@ -298,13 +283,13 @@ def scan_image_folder(data_dir) -> FolderScan:
     found = [n for n in class_names if files[n]]
     if not found:
         raise ValueError(
-            f"`--data` directory {data_dir!r} has no readable images: it needs one "
+            f"`data` directory {data!r} has no readable images: it needs one "
             f"sub-folder per class with {', '.join(IMAGE_SUFFIXES)} files"
             + (f" ({len(corrupt)} corrupt files skipped)" if corrupt else "")
         )
     if len(found) < 2:
         raise ValueError(
-            f"`--data` directory {data_dir!r} has images for only one class "
+            f"`data` directory {data!r} has images for only one class "
             f"({found[0]!r}); a classifier needs at least two class sub-folders"
         )
     return FolderScan(found, {n: files[n] for n in found}, corrupt)
@@ -326,7 +311,7 @@ def _staged_copy(scan: FolderScan) -> str:
 
 
 def image_folder_datasets(
-    data_dir,
+    data,
     image_size: int,
     batch_size: int,
     validation_split: float = 0.2,
@@ -340,7 +325,7 @@ def image_folder_datasets(
     skipped with a warning; training pixels are in [0, 255].
 
     Args:
-        data_dir: one sub-folder per class.
+        data: one sub-folder per class.
         image_size: images are resized to ``image_size x image_size``.
         batch_size: batch size.
         validation_split: fraction held out for validation.
@@ -355,10 +340,10 @@ def image_folder_datasets(
     """
     image_size = check_image_size(image_size)
     _check_split(validation_split)
-    scan = scan_image_folder(data_dir)
+    scan = scan_image_folder(data)
     if scan.corrupt:
         warnings.warn(
-            f"skipped {len(scan.corrupt)} corrupt image file(s) in {os.fspath(data_dir)!r}, "
+            f"skipped {len(scan.corrupt)} corrupt image file(s) in {os.fspath(data)!r}, "
             f"e.g. {scan.corrupt[0]!r}",
             DataWarning,
             stacklevel=2,
@@ -366,19 +351,19 @@ def image_folder_datasets(
     total = sum(len(v) for v in scan.files.values())
     if round(total * validation_split) < 1 or total - round(total * validation_split) < 1:
         raise ValueError(
-            f"`--data` directory {os.fspath(data_dir)!r} has {total} readable images: "
+            f"`data` directory {os.fspath(data)!r} has {total} readable images: "
             "too few for a training and a validation split"
         )
     try:
         import tensorflow as tf
     except ImportError as e:
         raise ValueError(
-            "`--data` needs TensorFlow for its tf.data input pipeline "
+            "`data` needs TensorFlow for its tf.data input pipeline "
             "(pip install tensorflow-cpu); the default digits dataset does not"
         ) from e
     import keras
 
-    source = _staged_copy(scan) if scan.corrupt else os.fspath(data_dir)
+    source = _staged_copy(scan) if scan.corrupt else os.fspath(data)
     common = dict(
         labels="inferred",
         label_mode="int",

@@ -11,18 +11,68 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 import zipfile
 from typing import TYPE_CHECKING, Optional, Sequence
 
 import numpy as np
+
+from keras_densenet import checks, registry
+from keras_densenet.config import CLASS_NAMES_FILE
+from keras_densenet.data import resize_images
+from keras_densenet.files import atomic_path
 
 if TYPE_CHECKING:  # keras is imported lazily: the CLI sets the backend first
     import keras
 
 #: ``export`` formats and the `keras.Model.export` format each one uses.
 EXPORT_FORMATS = {"savedmodel": "tf_saved_model", "onnx": "onnx"}
+#: Classes per image that `predict` returns by default.
+DEFAULT_TOP = 5
+
+
+def check_model_file(path) -> str:
+    """`path` as a string, if it is an existing ``.keras`` file (keras-free).
+
+    Raises:
+        ValueError: naming the file: missing, or not a ``.keras`` file.
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise ValueError(f"model file not found: {path!r} (expected a .keras file)")
+    if not path.endswith(".keras"):
+        raise ValueError(f"model file {path!r} must be a .keras file")
+    return path
+
+
+def check_predict(images: Sequence, model_path=None, arch=None, weights=None, top: int = DEFAULT_TOP) -> None:
+    """The argument checks of `predict`, without keras (the CLI runs them
+    before a backend is chosen).
+
+    Raises:
+        ValueError: naming the first bad argument.
+    """
+    if not images:
+        raise ValueError("`images`: give at least one image file")
+    checks.integer("top", top)
+    for path in images:  # before any slow model build or download
+        if not os.path.isfile(os.fspath(path)):
+            raise ValueError(f"image file not found: {os.fspath(path)!r}")
+    if model_path is None and arch is None:
+        raise ValueError("give a model: `model_path` (a .keras file) or `arch` (with `weights`)")
+    if model_path is not None and arch is not None:
+        raise ValueError("give `model_path` or `arch`, not both")
+    if model_path is not None:
+        if weights is not None:
+            raise ValueError("`weights` goes with `arch`; a `model_path` file has its weights")
+        check_model_file(model_path)
+    else:
+        registry.get_variant(arch)  # lists the variants when unknown
+
+
+def check_export(model_path, fmt: str) -> None:
+    """The argument checks of `export` that need no keras."""
+    checks.one_of("fmt", fmt, tuple(EXPORT_FORMATS))
+    check_model_file(model_path)
 
 
 def load_model(path) -> keras.Model:
@@ -34,11 +84,7 @@ def load_model(path) -> keras.Model:
     """
     import keras
 
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise ValueError(f"model file not found: {path!r} (expected a .keras file)")
-    if not path.endswith(".keras"):
-        raise ValueError(f"model file {path!r} must be a .keras file")
+    path = check_model_file(path)
     if not zipfile.is_zipfile(path):  # keras would say "File not found"
         raise ValueError(f"{path!r} is not a loadable Keras model: a .keras file is a zip archive")
     try:
@@ -96,8 +142,6 @@ def load_images(paths: Sequence, size: tuple, channels: int) -> np.ndarray:
 
 
 def _resize_all(arrays: list, size: tuple) -> np.ndarray:
-    from keras_densenet.data import resize_images
-
     return np.stack([resize_images(x[None], size)[0] for x in arrays])
 
 
@@ -117,8 +161,6 @@ def _predict_any_size(model, arrays: list) -> np.ndarray:
 
 
 def _class_names_for(model_path: str) -> Optional[list]:
-    from keras_densenet.train import CLASS_NAMES_FILE
-
     path = os.path.join(os.path.dirname(os.path.abspath(model_path)), CLASS_NAMES_FILE)
     if os.path.isfile(path):
         with open(path) as f:
@@ -131,7 +173,7 @@ def predict(
     model_path=None,
     arch: Optional[str] = None,
     weights=None,
-    top: int = 5,
+    top: int = DEFAULT_TOP,
 ) -> list:
     """Top-`top` classes for each image.
 
@@ -155,17 +197,7 @@ def predict(
     Raises:
         ValueError: bad arguments, files or model; the message names them.
     """
-    if not images:
-        raise ValueError("`images`: give at least one image file")
-    if isinstance(top, bool) or not isinstance(top, int) or top < 1:
-        raise ValueError(f"`top` must be a positive integer. Received: top={top!r}")
-    for path in images:  # before any slow model build or download
-        if not os.path.isfile(os.fspath(path)):
-            raise ValueError(f"image file not found: {os.fspath(path)!r}")
-    if model_path is None and arch is None:
-        raise ValueError("give a model: `model_path` (a .keras file) or `arch` (with `weights`)")
-    if model_path is not None and arch is not None:
-        raise ValueError("give `model_path` or `arch`, not both")
+    check_predict(images, model_path, arch, weights, top)
     import keras
 
     if model_path is not None:
@@ -182,7 +214,7 @@ def predict(
             probs = keras.ops.convert_to_numpy(model.predict(_resize_all(arrays, size), verbose=0))
         return _top_k(probs, names, top)
 
-    from keras_densenet import imagenet, models, registry
+    from keras_densenet import imagenet, models
 
     variant = registry.get_variant(arch)
     if weights is None:
@@ -269,22 +301,18 @@ def export(model_path, fmt: str, out) -> str:
         ValueError: unknown format, bad model file, missing exporter package,
             unwritable destination.
     """
-    if fmt not in EXPORT_FORMATS:
-        raise ValueError(f"`fmt` must be one of {', '.join(EXPORT_FORMATS)}. Received: {fmt!r}")
+    check_export(model_path, fmt)
     out = os.path.abspath(os.fspath(out))
-    model = load_model(model_path)
     parent = os.path.dirname(out)
     if not os.path.isdir(parent) or not os.access(parent, os.W_OK):
         raise ValueError(f"cannot write the export to {out!r}: {parent!r} is not a writable directory")
-    model = _exportable(model)
+    model = _exportable(load_model(model_path))
     example = _example_input(model)
     if example is not None:
         # A freshly loaded model has never been called; some exporters (ONNX
         # on JAX) refuse such models.
         model(example)
-    tmp_dir = tempfile.mkdtemp(dir=parent, prefix=f".{os.path.basename(out)}.")
-    try:
-        tmp = os.path.join(tmp_dir, "artifact" + (".onnx" if fmt == "onnx" else ""))
+    with atomic_path(out) as tmp:
         try:
             model.export(tmp, format=EXPORT_FORMATS[fmt], verbose=False)
         except ImportError as e:
@@ -292,9 +320,4 @@ def export(model_path, fmt: str, out) -> str:
                 f"export to {fmt} needs an extra package: {e}. "
                 "Install them with: pip install -e '.[export]' (in a clone of keras-densenet)"
             ) from None
-        if os.path.isdir(out) and not os.path.islink(out):
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    finally:
-        shutil.rmtree(tmp_dir, ignore_errors=True)
     return out

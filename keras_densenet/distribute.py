@@ -59,9 +59,11 @@ import math
 
 import keras
 
+from keras_densenet import checks, internals
 # Learning-rate scaling rules, for a global batch `num_devices` times larger
 # (kept with the other training options, keras-free, for the CLI's checks).
 from keras_densenet.config import LR_SCALING
+
 #: Engine names, as `DataParallelPlan.engine` reports them.
 JAX_ENGINE = "keras.distribution.DataParallel"
 TF_ENGINE = "tf.distribute.MirroredStrategy"
@@ -95,10 +97,7 @@ def scale_batch_and_lr(batch_size: int, lr: float, num_devices: int, rule: str =
     >>> scale_batch_and_lr(32, 0.1, 8, "linear")
     (256, 0.8)
     """
-    if rule not in LR_SCALING:
-        raise ValueError(
-            f"`lr_scaling` must be one of {', '.join(LR_SCALING)}. Received: lr_scaling={rule!r}"
-        )
+    checks.one_of("lr_scaling", rule, LR_SCALING)
     factor = {"sqrt": math.sqrt(num_devices), "linear": num_devices, "none": 1}[rule]
     return batch_size * num_devices, float(lr * factor)
 
@@ -106,10 +105,9 @@ def scale_batch_and_lr(batch_size: int, lr: float, num_devices: int, rule: str =
 def batch_norm_layers(model: keras.layers.Layer) -> list:
     """Every `keras.layers.BatchNormalization` in `model`, nested ones included
     (sub-models and the weight holders of memory-efficient dense layers)."""
-    # Keras' own recursive walk (`Model.layers` is its non-recursive form).
     return [
         layer
-        for layer in model._flatten_layers(include_self=True, recursive=True)
+        for layer in internals.flatten_layers(model)
         if isinstance(layer, keras.layers.BatchNormalization)
     ]
 

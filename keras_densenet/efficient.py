@@ -42,16 +42,13 @@ from __future__ import annotations
 
 import os
 import zipfile
-from typing import TYPE_CHECKING, Optional
+from typing import Optional
 
 import keras
 from keras import layers, ops
 
 from keras_densenet import fused
-from keras_densenet.registry import KERAS_BN_EPSILON
-
-if TYPE_CHECKING:  # blocks imports this module; avoid the cycle at runtime
-    from keras_densenet.blocks import LayerOptions
+from keras_densenet.blocks import BN_EPSILON, CONV_INITIALIZER, LayerOptions
 
 #: Backends whose checkpoint (tf.recompute_grad, torch.utils.checkpoint)
 #: replays the whole wrapped function in the backward pass.
@@ -115,7 +112,7 @@ class EfficientDenseLayer(layers.Layer):
         bottleneck: bool = True,
         bn_size: int = 4,
         drop_rate: float = 0.0,
-        epsilon: float = KERAS_BN_EPSILON,
+        epsilon: float = BN_EPSILON,
         momentum: float = 0.99,
         data_format: str = "channels_last",
         fused_bn: bool = False,
@@ -134,8 +131,6 @@ class EfficientDenseLayer(layers.Layer):
         # Weight holders, created in the standard layer order so that
         # `weights` (each sublayer's trainable then non-trainable variables)
         # lists exactly what the standard graph lists.
-        from keras_densenet.blocks import CONV_INITIALIZER  # here: blocks imports us
-
         sub = dict(dtype=self.dtype_policy)
         bn = dict(axis=self.axis, epsilon=self.epsilon, momentum=self.momentum, **sub)
         conv = dict(use_bias=False, data_format=data_format, kernel_initializer=CONV_INITIALIZER, **sub)
@@ -271,7 +266,7 @@ def dense_block(
     num_layers: int,
     growth_rate: int,
     name: str,
-    opts: "LayerOptions",
+    opts: LayerOptions,
     bottleneck: bool = True,
     bn_size: int = 4,
     drop_rate: float = 0.0,

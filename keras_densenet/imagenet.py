@@ -31,7 +31,7 @@ def preprocess_input(x, data_format=None):
 
     >>> import numpy as np
     >>> from keras_densenet import preprocess_input
-    >>> preprocess_input(np.full((1, 1, 1, 3), 255.0)).round(3)
+    >>> preprocess_input(np.full((1, 1, 1, 3), 255.0, "float32")).round(3)
     array([[[[2.249, 2.429, 2.64 ]]]], dtype=float32)
     """
     return imagenet_utils.preprocess_input(x, data_format=data_format, mode=PREPROCESSING_MODE)

@@ -46,6 +46,8 @@ from typing import Iterator, Optional
 import keras
 import numpy as np
 
+from keras_densenet import internals
+
 #: Environment variable that turns the fast path off (``0``/``false``/``no``).
 ENV_SWITCH = "KERAS_DENSENET_FAST_INIT"
 #: Keras' truncated normals cut at two standard deviations of the underlying
@@ -178,13 +180,10 @@ def sample(initializer, shape, dtype: str = "float32") -> Optional[np.ndarray]:
 def fast_variables(active: Optional[bool] = None) -> Iterator[None]:
     """Creates the variables of layers built inside, then fills them with `sample`.
 
-    With `shape_only`, the only place that uses Keras internals (checked by
-    ``tests/test_initialization.py``): the list of uninitialised variables
-    (``keras.src.backend.common.global_state``'s
-    ``"uninitialized_variables"``), and each variable's ``_initializer`` and
-    ``_deferred_initialize()``. If they are missing, or when already inside a
-    stateless scope, or `active` is False (default: `enabled()`), layers
-    initialise as usual.
+    It needs Keras internals, wrapped in `keras_densenet.internals`: the
+    list of uninitialised variables and each variable's initializer hooks.
+    If they are missing, or when already inside a stateless scope, or
+    `active` is False (default: `enabled()`), layers initialise as usual.
 
     Variables must not be read inside the block (build graphs only); they
     hold their values when it exits.
@@ -201,37 +200,26 @@ def fast_variables(active: Optional[bool] = None) -> Iterator[None]:
     >>> model.layers[0].bias.numpy().tolist()
     [0.0, 0.0]
     """
-    try:
-        from keras.src.backend.common import global_state
-        from keras.src.backend.common.stateless_scope import in_stateless_scope
-        from keras.src.backend.common.variables import Variable
-
-        supported = hasattr(Variable, "_deferred_initialize")
-    except ImportError:  # Keras reorganised: initialise the usual way
-        supported = False
     if active is None:
         active = enabled()
-    if not (active and supported) or in_stateless_scope():
-        yield
+    if not (active and internals.supports_deferred_initialization()) or internals.in_stateless_scope():
+        yield  # Keras reorganised, or nested: initialise the usual way
         return
-    pending = global_state.get_global_attribute("uninitialized_variables", [], set_to_default=True)
-    first = len(pending)
+    first = len(internals.uninitialized_variables())
     try:
         with keras.StatelessScope(initialize_variables=False):
             yield
     finally:
         # Take this block's variables off Keras' list, then initialise them
         # (also after an error, so that none is left half-made).
-        pending = global_state.get_global_attribute("uninitialized_variables", [], set_to_default=True)
+        pending = internals.uninitialized_variables()
         mine = pending[first:]
         del pending[first:]
         for variable in mine:
-            value = sample(variable._initializer, variable.shape, variable.dtype)
-            if value is not None:
-                if variable.dtype != "float32":
-                    value = keras.ops.convert_to_tensor(value, dtype=variable.dtype)
-                variable._initializer = lambda shape, dtype=None, value=value: value
-            variable._deferred_initialize()
+            value = sample(internals.variable_initializer(variable), variable.shape, variable.dtype)
+            if value is not None and variable.dtype != "float32":
+                value = keras.ops.convert_to_tensor(value, dtype=variable.dtype)
+            internals.initialize_with(variable, value)
 
 
 @contextlib.contextmanager
@@ -240,8 +228,8 @@ def shape_only() -> Iterator[None]:
 
     Inside, Keras variables get their shapes but no values
     (`keras.StatelessScope` with ``initialize_variables=False``), and they are
-    kept off Keras' list of variables to initialize later (the same Keras
-    internal as `fast_variables`). Counting parameters or MACs needs only
+    kept off Keras' list of variables to initialize later
+    (`internals.uninitialized_variables`). Counting parameters or MACs needs only
     shapes (`keras_densenet.analysis`). Models built here cannot be run or
     trained.
 
@@ -253,11 +241,10 @@ def shape_only() -> Iterator[None]:
     >>> model.count_params()
     8
     """
-    from keras.src.backend.common import global_state
-
-    pending = list(global_state.get_global_attribute("uninitialized_variables", []) or [])
+    pending = internals.uninitialized_variables()
+    first = len(pending)
     try:
         with keras.StatelessScope(initialize_variables=False):
             yield
     finally:
-        global_state.set_global_attribute("uninitialized_variables", pending)
+        del pending[first:]  # shapes only: never to be initialised

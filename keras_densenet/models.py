@@ -8,18 +8,16 @@ stock layers, so models save to ``.keras`` and load with safe mode on.
 
 from __future__ import annotations
 
-import numbers
+import dataclasses
 import re
 from typing import Optional, Sequence
 
 import keras
-# `obtain_input_shape` is not re-exported publicly; it is keras.applications'
-# own input validation, so reusing it keeps our errors identical to theirs.
-from keras.src.applications import imagenet_utils
 
-from keras_densenet import blocks, efficient, initialization, registry, weights as weights_lib
+from keras_densenet import blocks, checks, efficient, initialization, internals, registry
+from keras_densenet import weights as weights_lib
 from keras_densenet.blocks import BN_MOMENTUM
-from keras_densenet.registry import ArchConfig, Variant, check_bc_depth
+from keras_densenet.registry import ArchConfig, Variant
 
 POOLINGS = (None, "avg", "max")
 DATA_FORMATS = ("channels_last", "channels_first")
@@ -52,59 +50,70 @@ def compute_data_format(data_format: str) -> str:
     return data_format
 
 
-def _check_options(*, drop_rate, pooling, classes, include_top, data_format, bn_epsilon, bn_momentum):
-    if (
-        not isinstance(drop_rate, numbers.Real)
-        or isinstance(drop_rate, bool)
-        or not 0 <= drop_rate < 1
-    ):
-        raise ValueError(
-            "`drop_rate` (dropout after each dense layer) must be a number in "
-            f"[0, 1). Received: drop_rate={drop_rate!r}"
-        )
-    if pooling not in POOLINGS:
-        raise ValueError(
-            f"`pooling` must be one of None, 'avg', 'max'. Received: pooling={pooling!r}"
-        )
-    if include_top and (
-        not isinstance(classes, numbers.Integral) or isinstance(classes, bool) or classes < 1
-    ):
-        raise ValueError(
-            f"`classes` must be a positive integer. Received: classes={classes!r}"
-        )
-    if data_format not in DATA_FORMATS:
-        raise ValueError(
-            f"`data_format` must be None, 'channels_last' or 'channels_first'. "
-            f"Received: data_format={data_format!r}"
-        )
-    if bn_epsilon is not None and not (isinstance(bn_epsilon, numbers.Real) and bn_epsilon > 0):
-        raise ValueError(
-            f"`bn_epsilon` must be a positive number. Received: bn_epsilon={bn_epsilon!r}"
-        )
-    if not (isinstance(bn_momentum, numbers.Real) and 0 <= bn_momentum < 1):
-        raise ValueError(
-            "`bn_momentum` must be a number in [0, 1) (Keras convention: weight "
-            f"of the old moving statistics). Received: bn_momentum={bn_momentum!r}"
-        )
+@dataclasses.dataclass(frozen=True)
+class BuildOptions:
+    """Every builder argument besides the architecture, validated once.
+
+    The public builders keep explicit signatures (keras.applications
+    parity); each gathers its arguments into one `BuildOptions`, which
+    checks them all on creation and resolves ``data_format=None`` to Keras'
+    configured default. The attributes are the builders' arguments of the
+    same names (see `DenseNet`).
+
+    Example:
+
+    >>> BuildOptions(pooling="avg", include_top=False).pooling
+    'avg'
+    >>> BuildOptions(drop_rate=1.0)
+    Traceback (most recent call last):
+    ...
+    ValueError: `drop_rate` (dropout after each dense layer) must be a number in [0, 1). Received: drop_rate=1.0
+    """
+
+    include_top: bool = True
+    weights: object = None
+    input_tensor: object = None
+    input_shape: Optional[tuple] = None
+    pooling: Optional[str] = None
+    classes: int = 1000
+    classifier_activation: object = "softmax"
+    name: str = "densenet"
+    data_format: Optional[str] = None
+    drop_rate: float = 0.0
+    bn_epsilon: Optional[float] = None
+    bn_momentum: float = BN_MOMENTUM
+    memory_efficient: bool = False
+    fused_bn: bool = False
+
+    def __post_init__(self):
+        checks.boolean("include_top", self.include_top)
+        checks.boolean("memory_efficient", self.memory_efficient)
+        checks.boolean("fused_bn", self.fused_bn)
+        checks.number("drop_rate", self.drop_rate, low=0, high=1, high_open=True,
+                      about=" (dropout after each dense layer)")
+        checks.one_of("pooling", self.pooling, POOLINGS)
+        if self.include_top:
+            checks.integer("classes", self.classes)
+        if self.data_format is None:
+            object.__setattr__(self, "data_format", keras.config.image_data_format())
+        checks.one_of("data_format", self.data_format, DATA_FORMATS)
+        if self.bn_epsilon is not None:
+            checks.positive("bn_epsilon", self.bn_epsilon)
+        checks.number("bn_momentum", self.bn_momentum, low=0, high=1, high_open=True,
+                      about=" (Keras convention: weight of the old moving statistics)")
+
+    @classmethod
+    def of(cls, arguments: dict) -> "BuildOptions":
+        """The options among a builder's arguments (its ``locals()``)."""
+        return cls(**{key: arguments[key] for key in OPTION_NAMES})
+
+    def replace(self, **changes) -> "BuildOptions":
+        """A copy with `changes`, validated again."""
+        return dataclasses.replace(self, **changes)
 
 
-#: The keyword options every builder forwards to `_build`.
-_BUILD_OPTIONS = (
-    "include_top", "weights", "input_tensor", "input_shape", "pooling", "classes",
-    "classifier_activation", "name", "data_format", "drop_rate", "bn_epsilon",
-    "bn_momentum", "memory_efficient", "fused_bn",
-)
-
-
-def _build_options(arguments: dict) -> dict:
-    """The `_build` options among a builder's arguments (its ``locals()``)."""
-    return {key: arguments[key] for key in _BUILD_OPTIONS}
-
-
-def min_input_size(arch: ArchConfig) -> int:
-    """Smallest input side: the network's total stride, so the last block is >= 1x1."""
-    stem_stride = 4 if arch.stem == "imagenet" else 1
-    return stem_stride * 2 ** (len(arch.blocks) - 1)
+#: The names of `BuildOptions`: every builder's keyword options.
+OPTION_NAMES = tuple(field.name for field in dataclasses.fields(BuildOptions))
 
 
 def _input_shape_of(input_tensor) -> Optional[tuple]:
@@ -117,80 +126,44 @@ def _input_shape_of(input_tensor) -> Optional[tuple]:
     return tuple(shape[1:])
 
 
-def _build(
-    arch: ArchConfig,
-    variant: Optional[Variant],
-    *,
-    include_top: bool = True,
-    weights=None,
-    input_tensor=None,
-    input_shape=None,
-    pooling: Optional[str] = None,
-    classes: int = 1000,
-    classifier_activation="softmax",
-    name: str = "densenet",
-    data_format: Optional[str] = None,
-    drop_rate: float = 0.0,
-    bn_epsilon: Optional[float] = None,
-    bn_momentum: float = BN_MOMENTUM,
-    memory_efficient: bool = False,
-    fused_bn: bool = False,
-) -> keras.Model:
-    if not isinstance(fused_bn, bool):
-        raise ValueError(f"`fused_bn` must be True or False. Received: fused_bn={fused_bn!r}")
-    if not isinstance(memory_efficient, bool):
-        raise ValueError(
-            f"`memory_efficient` must be True or False. Received: memory_efficient={memory_efficient!r}"
-        )
+def _build(arch: ArchConfig, variant: Optional[Variant], opts: BuildOptions) -> keras.Model:
     # Weight files address layers by class and position, so a file fits only
     # the graph kind it came from (pretrained sets and other files: the
     # standard one): load it into that kind, then copy the identical list.
-    saved_me = efficient.saved_memory_efficient(weights)
-    if weights is not None and saved_me is None:
+    saved_me = efficient.saved_memory_efficient(opts.weights)
+    if opts.weights is not None and saved_me is None:
         saved_me = False
-    if saved_me is not None and saved_me != memory_efficient:
-        kwargs = dict(
-            include_top=include_top, input_tensor=None, pooling=pooling, classes=classes,
-            classifier_activation=classifier_activation, name=name, data_format=data_format,
-            drop_rate=drop_rate, bn_epsilon=bn_epsilon, bn_momentum=bn_momentum, fused_bn=fused_bn,
-        )
-        if input_tensor is not None and input_shape is None:
-            input_shape = _input_shape_of(input_tensor)
-        donor = _build(arch, variant, weights=weights, input_shape=input_shape, memory_efficient=saved_me, **kwargs)
-        kwargs["input_tensor"] = input_tensor
+    if saved_me is not None and saved_me != opts.memory_efficient:
+        input_shape = opts.input_shape
+        if opts.input_tensor is not None and input_shape is None:
+            input_shape = _input_shape_of(opts.input_tensor)
+        donor = _build(arch, variant, opts.replace(
+            input_tensor=None, input_shape=input_shape, memory_efficient=saved_me))
         # The epsilon the weights were trained with (1e-5 for torch sources).
-        kwargs["bn_epsilon"] = donor.get_layer("bn").epsilon
-        model = _build(arch, variant, weights=None, input_shape=input_shape, memory_efficient=memory_efficient, **kwargs)
+        model = _build(arch, variant, opts.replace(
+            weights=None, input_shape=input_shape, bn_epsilon=donor.get_layer("bn").epsilon))
         model.set_weights(donor.get_weights())
         return model
-    data_format = data_format or keras.config.image_data_format()
-    _check_options(
-        drop_rate=drop_rate,
-        pooling=pooling,
-        classes=classes,
-        include_top=include_top,
-        data_format=data_format,
-        bn_epsilon=bn_epsilon,
-        bn_momentum=bn_momentum,
-    )
     if variant is None:
         variant = registry.find_variant(arch)
-    spec = weights_lib.resolve(weights, variant, include_top, classes)
+    spec = weights_lib.resolve(opts.weights, variant, opts.include_top, opts.classes)
     if spec is not None:
-        imagenet_utils.validate_activation(classifier_activation, weights)
+        internals.validate_activation(opts.classifier_activation, opts.weights)
+    bn_epsilon = opts.bn_epsilon
     if bn_epsilon is None:
-        bn_epsilon = weights_lib.bn_epsilon_for(weights, spec)
+        bn_epsilon = weights_lib.bn_epsilon_for(opts.weights, spec)
 
+    input_tensor, input_shape = opts.input_tensor, opts.input_shape
     if input_tensor is not None and input_shape is None:
         input_shape = _input_shape_of(input_tensor)
     # keras' own checks: static shape with the top, 3 channels for pretrained
     # weights, minimum size; its messages name `input_shape`.
-    input_shape = imagenet_utils.obtain_input_shape(
-        input_shape,
+    input_shape = internals.obtain_input_shape(
+        input_shape=input_shape,
         default_size=spec.input_size if spec is not None else arch.default_size,
-        min_size=min_input_size(arch),
-        data_format=data_format,
-        require_flatten=include_top,
+        min_size=arch.min_input_size,
+        data_format=opts.data_format,
+        require_flatten=opts.include_top,
         weights="imagenet" if spec is not None else None,
     )
     # Every weight drawn in one NumPy pass (JAX compiles each initializer per shape).
@@ -202,36 +175,37 @@ def _build(
         else:
             img_input = keras.layers.Input(tensor=input_tensor, shape=input_shape)
 
-        layout = compute_data_format(data_format)
+        layout = compute_data_format(opts.data_format)
         x = img_input
-        if layout != data_format:  # NCHW in, NHWC inside: see compute_data_format
+        if layout != opts.data_format:  # NCHW in, NHWC inside: see compute_data_format
             x = keras.layers.Permute((2, 3, 1), name=TO_CHANNELS_LAST)(x)
-        opts = blocks.LayerOptions(layout, bn_epsilon, bn_momentum, fused_bn)
-        x = blocks.stem(x, arch.num_init_features, arch.stem, opts)
+        layer_opts = blocks.LayerOptions(layout, bn_epsilon, opts.bn_momentum, opts.fused_bn)
+        # The standard dense block, or its memory-efficient twin (same weights).
+        dense_block = efficient.dense_block if opts.memory_efficient else blocks.dense_block
+        x = blocks.stem(x, arch.num_init_features, arch.stem, layer_opts)
         for stage, num_layers in enumerate(arch.blocks):
-            x = blocks.dense_block(
+            x = dense_block(
                 x,
                 num_layers,
                 arch.growth_rate,
                 blocks.stage_name(stage),
-                opts,
+                layer_opts,
                 bottleneck=arch.bottleneck,
                 bn_size=arch.bn_size,
-                drop_rate=drop_rate,
-                memory_efficient=memory_efficient,
+                drop_rate=opts.drop_rate,
             )
             if stage < len(arch.blocks) - 1:
-                x = blocks.transition_block(x, arch.compression, blocks.transition_name(stage), opts)
-        x = blocks.head(x, opts, include_top, pooling, classes, classifier_activation)
-        if layout != data_format and len(x.shape) == 4:
+                x = blocks.transition_block(x, arch.compression, blocks.transition_name(stage), layer_opts)
+        x = blocks.head(x, layer_opts, opts.include_top, opts.pooling, opts.classes, opts.classifier_activation)
+        if layout != opts.data_format and len(x.shape) == 4:
             x = keras.layers.Permute((3, 1, 2), name=TO_CHANNELS_FIRST)(x)
 
         if input_tensor is not None:
             inputs = keras.utils.get_source_inputs(input_tensor)
         else:
             inputs = img_input
-        model = keras.Model(inputs, x, name=name)
-    weights_lib.load(model, weights, spec, include_top, variant)
+        model = keras.Model(inputs, x, name=opts.name)
+    weights_lib.load(model, opts.weights, spec, opts.include_top, variant)
     return model
 
 
@@ -325,7 +299,7 @@ def DenseNet(
         stem=stem,
         default_size=224 if stem == "imagenet" else 32,
     )
-    return _build(arch, None, **_build_options(locals()))
+    return _build(arch, None, BuildOptions.of(locals()))
 
 
 _NAMED_DOC = """Instantiates {description}.
@@ -374,18 +348,9 @@ _NAMED_DOC = """Instantiates {description}.
     """
 
 
-def _num_features(arch: ArchConfig) -> int:
-    """Channels after the last dense block."""
-    channels = arch.num_init_features
-    for stage, n in enumerate(arch.blocks):
-        channels += n * arch.growth_rate
-        if stage < len(arch.blocks) - 1:
-            channels = int(channels * arch.compression)
-    return channels
-
-
-def _named_builder(variant_name: str, func_name: str):
+def _named_builder(variant_name: str):
     variant = registry.get_variant(variant_name)
+    func_name = variant.builder
 
     def builder(
         include_top: bool = True,
@@ -393,7 +358,7 @@ def _named_builder(variant_name: str, func_name: str):
         input_tensor=None,
         input_shape=None,
         pooling: Optional[str] = None,
-        classes: int = 1000,
+        classes: int = variant.classes,
         classifier_activation="softmax",
         name: str = variant.name,
         *,
@@ -404,7 +369,7 @@ def _named_builder(variant_name: str, func_name: str):
         memory_efficient: bool = False,
         fused_bn: bool = False,
     ) -> keras.Model:
-        return _build(variant.arch, variant, **_build_options(locals()))
+        return _build(variant.arch, variant, BuildOptions.of(locals()))
 
     arch = variant.arch
     builder.__name__ = builder.__qualname__ = func_name
@@ -417,17 +382,17 @@ def _named_builder(variant_name: str, func_name: str):
         theta=arch.compression,
         weights=", ".join(repr(w) for w in variant.weights) or "none",
         default=variant.default_weights,
-        min_size=min_input_size(arch),
-        features=_num_features(arch),
+        min_size=arch.min_input_size,
+        features=arch.num_features,
     )
     return builder
 
 
-DenseNet121 = _named_builder("densenet121", "DenseNet121")
-DenseNet161 = _named_builder("densenet161", "DenseNet161")
-DenseNet169 = _named_builder("densenet169", "DenseNet169")
-DenseNet201 = _named_builder("densenet201", "DenseNet201")
-DenseNet264 = _named_builder("densenet264", "DenseNet264")
+DenseNet121 = _named_builder("densenet121")
+DenseNet161 = _named_builder("densenet161")
+DenseNet169 = _named_builder("densenet169")
+DenseNet201 = _named_builder("densenet201")
+DenseNet264 = _named_builder("densenet264")
 
 
 def DenseNetBC(
@@ -480,17 +445,9 @@ def DenseNetBC(
     >>> model.output_shape
     (None, 10)
     """
-    n = check_bc_depth(depth)
+    arch = ArchConfig.bc(depth, growth_rate, compression=compression, bn_size=bn_size)
     name = name or f"densenet_bc_{depth}_k{growth_rate}"
-    arch = ArchConfig(
-        blocks=(n, n, n),
-        growth_rate=growth_rate,
-        bn_size=bn_size,
-        compression=compression,
-        stem="cifar",
-        default_size=32,
-    )
-    return _build(arch, None, **_build_options(locals()))
+    return _build(arch, None, BuildOptions.of(locals()))
 
 
 def build(variant_name: str, **kwargs) -> keras.Model:
@@ -508,13 +465,13 @@ def build(variant_name: str, **kwargs) -> keras.Model:
     variant = registry.get_variant(variant_name)
     kwargs.setdefault("weights", None)
     kwargs.setdefault("name", variant.name)
-    kwargs.setdefault("classes", 1000 if variant.arch.stem == "imagenet" else 10)
-    unknown = set(kwargs) - set(_BUILD_OPTIONS)
+    kwargs.setdefault("classes", variant.classes)
+    unknown = set(kwargs) - set(OPTION_NAMES)
     if unknown:
         raise ValueError(
-            f"Unknown argument(s) {sorted(unknown)} for build(); allowed: {', '.join(_BUILD_OPTIONS)}."
+            f"Unknown argument(s) {sorted(unknown)} for build(); allowed: {', '.join(OPTION_NAMES)}."
         )
-    return _build(variant.arch, variant, **kwargs)
+    return _build(variant.arch, variant, BuildOptions(**kwargs))
 
 
 _BLOCK_OUTPUT = re.compile(r"^conv(\d+)_block(\d+)_concat$")

@@ -12,13 +12,16 @@ Example:
 (6, 12, 24, 16)
 >>> sorted(registry.get_variant("densenet121").weights)
 ['imagenet', 'torchvision']
+>>> registry.get_variant("densenet121").num_params  # model.count_params()
+8062504
 """
 
 from __future__ import annotations
 
 import dataclasses
-import numbers
 from typing import Optional
+
+from keras_densenet import checks
 
 #: BatchNormalization epsilon of keras.applications' DenseNet graphs and files.
 KERAS_BN_EPSILON = 1.001e-5
@@ -28,22 +31,18 @@ TORCH_BN_EPSILON = 1e-5
 STEMS = ("imagenet", "cifar")
 
 
-def _is_int(value) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
-
-
 def check_bc_depth(depth) -> int:
     """Layers per dense block of a CIFAR DenseNet-BC of total depth `depth`.
 
     Depth counts conv and dense layers: 3 blocks of n bottleneck layers (2
     convs each), the stem conv, 2 transitions and the classifier: 6n + 4.
+
+    Example:
+
+    >>> check_bc_depth(100)
+    16
     """
-    if (
-        not isinstance(depth, numbers.Integral)
-        or isinstance(depth, bool)
-        or depth < 10
-        or (depth - 4) % 6
-    ):
+    if not checks.is_integer(depth) or depth < 10 or (depth - 4) % 6:
         raise ValueError(
             "`depth` of a DenseNet-BC must be 6n + 4 with n >= 1 layers per "
             "dense block (e.g. 40, 100, 190, 250). "
@@ -55,51 +54,28 @@ def check_bc_depth(depth) -> int:
 def _check_arch(cfg: "ArchConfig") -> None:
     """Raises a ValueError naming the first invalid architecture argument."""
     blocks = cfg.blocks
-    if isinstance(blocks, (str, bytes)) or not hasattr(blocks, "__len__"):
-        raise ValueError(
-            "`blocks` must be a non-empty sequence of positive integers (layers "
-            f"per dense block), e.g. (6, 12, 24, 16). Received: blocks={blocks!r}"
-        )
-    if len(blocks) == 0 or not all(_is_int(b) and b > 0 for b in blocks):
+    if (
+        isinstance(blocks, (str, bytes))
+        or not hasattr(blocks, "__len__")
+        or len(blocks) == 0
+        or not all(checks.is_integer(b) and b > 0 for b in blocks)
+    ):
+        shown = tuple(blocks) if hasattr(blocks, "__len__") and not isinstance(blocks, (str, bytes)) else blocks
         raise ValueError(
             "`blocks` must be a non-empty sequence of positive integers (layers "
             "per dense block, each at least 1), e.g. (6, 12, 24, 16). "
-            f"Received: blocks={tuple(blocks)!r}"
+            f"Received: blocks={shown!r}"
         )
-    if not _is_int(cfg.growth_rate) or cfg.growth_rate <= 0:
-        raise ValueError(
-            "`growth_rate` (k) must be a positive integer, e.g. 12 or 32. "
-            f"Received: growth_rate={cfg.growth_rate!r}"
-        )
-    if not _is_int(cfg.bn_size) or cfg.bn_size <= 0:
-        raise ValueError(
-            "`bn_size` (bottleneck width as a multiple of k) must be a positive "
-            f"integer, e.g. 4. Received: bn_size={cfg.bn_size!r}"
-        )
-    if (
-        not isinstance(cfg.compression, numbers.Real)
-        or isinstance(cfg.compression, bool)
-        or not 0 < cfg.compression <= 1
-    ):
-        raise ValueError(
-            "`compression` (theta) must be a number in (0, 1]; 1 means no "
-            f"compression, 0.5 is DenseNet-C. Received: compression={cfg.compression!r}"
-        )
-    if cfg.num_init_features is not None and (
-        not _is_int(cfg.num_init_features) or cfg.num_init_features <= 0
-    ):
-        raise ValueError(
-            "`num_init_features` must be a positive integer or None (2 * "
-            f"growth_rate). Received: num_init_features={cfg.num_init_features!r}"
-        )
-    if cfg.stem not in STEMS:
-        raise ValueError(
-            f"`stem` must be one of {STEMS}. Received: stem={cfg.stem!r}"
-        )
-    if not isinstance(cfg.bottleneck, bool):
-        raise ValueError(
-            f"`bottleneck` must be True or False. Received: bottleneck={cfg.bottleneck!r}"
-        )
+    checks.integer("growth_rate", cfg.growth_rate, about=" (k)", hint="e.g. 12 or 32")
+    checks.integer("bn_size", cfg.bn_size, about=" (bottleneck width as a multiple of k)", hint="e.g. 4")
+    checks.number(
+        "compression", cfg.compression, low=0, high=1, low_open=True,
+        about=" (theta)", hint="1 means no compression, 0.5 is DenseNet-C",
+    )
+    if cfg.num_init_features is not None:
+        checks.integer("num_init_features", cfg.num_init_features, hint="or None (2 * growth_rate)")
+    checks.one_of("stem", cfg.stem, STEMS)
+    checks.boolean("bottleneck", cfg.bottleneck)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -137,6 +113,25 @@ class ArchConfig:
         if self.num_init_features is None:
             object.__setattr__(self, "num_init_features", 2 * self.growth_rate)
 
+    @classmethod
+    def bc(cls, depth: int, growth_rate: int = 12, *, compression: float = 0.5, bn_size: int = 4) -> "ArchConfig":
+        """The paper's CIFAR DenseNet-BC of total depth ``L = 6n + 4``.
+
+        Example:
+
+        >>> ArchConfig.bc(100, 12).blocks
+        (16, 16, 16)
+        """
+        n = check_bc_depth(depth)
+        return cls(
+            blocks=(n, n, n),
+            growth_rate=growth_rate,
+            bn_size=bn_size,
+            compression=compression,
+            stem="cifar",
+            default_size=32,
+        )
+
     def same_architecture(self, other: "ArchConfig") -> bool:
         """Equality of the networks, ignoring `default_size` (a preference)."""
         return dataclasses.replace(self, default_size=0) == dataclasses.replace(
@@ -148,6 +143,79 @@ class ArchConfig:
         kwargs = dataclasses.asdict(self)
         kwargs.pop("default_size")
         return kwargs
+
+    # --- arithmetic: what the builders, docs, tables and tests compute ----
+
+    @property
+    def min_input_size(self) -> int:
+        """Smallest input side: the total stride, so the last block is >= 1x1.
+
+        Example:
+
+        >>> ArchConfig(blocks=(6, 12, 24, 16)).min_input_size
+        32
+        """
+        stem_stride = 4 if self.stem == "imagenet" else 1
+        return stem_stride * 2 ** (len(self.blocks) - 1)
+
+    def transition_channels(self, channels: int) -> int:
+        """Channels a transition keeps of `channels`: ``floor(theta * m)``."""
+        return int(channels * self.compression)
+
+    def block_channels(self) -> list:
+        """``(input, output)`` channels of each dense block: a block of L
+        layers turns ``c`` channels into ``c + L * k``.
+
+        Example:
+
+        >>> ArchConfig(blocks=(6, 12, 24, 16)).block_channels()
+        [(64, 256), (128, 512), (256, 1024), (512, 1024)]
+        """
+        channels, out = self.num_init_features, []
+        for stage, layers in enumerate(self.blocks):
+            out.append((channels, channels + layers * self.growth_rate))
+            channels = out[-1][1]
+            if stage < len(self.blocks) - 1:
+                channels = self.transition_channels(channels)
+        return out
+
+    @property
+    def num_features(self) -> int:
+        """Channels after the last dense block (what the classifier sees)."""
+        return self.block_channels()[-1][1]
+
+    def param_count(self, classes: Optional[int] = 1000, in_channels: int = 3) -> int:
+        """Parameters of the Keras model, BatchNormalization moving statistics
+        included (``model.count_params()``), computed without building it.
+
+        Args:
+            classes: classifier size; ``None`` for a model without top.
+            in_channels: input image channels.
+
+        Example:
+
+        >>> ArchConfig(blocks=(6, 12, 24, 16)).param_count()
+        8062504
+        """
+        def bn(c):  # gamma, beta, moving mean, moving variance
+            return 4 * c
+
+        c0, k = self.num_init_features, self.growth_rate
+        total = (7 * 7 * in_channels * c0 + bn(c0)) if self.stem == "imagenet" else 3 * 3 * in_channels * c0
+        channels = self.block_channels()
+        for stage, (c_in, c_out) in enumerate(channels):
+            for c in range(c_in, c_out, k):  # the input width of each dense layer
+                if self.bottleneck:
+                    width = self.bn_size * k
+                    total += bn(c) + c * width + bn(width) + 9 * width * k
+                else:
+                    total += bn(c) + 9 * c * k
+            if stage < len(channels) - 1:  # the transition's BN and 1x1 conv
+                total += bn(c_out) + c_out * self.transition_channels(c_out)
+        total += bn(self.num_features)
+        if classes is not None:
+            total += self.num_features * classes + classes
+        return total
 
 
 @dataclasses.dataclass(frozen=True)
@@ -199,7 +267,16 @@ class Variant:
         weights: weight sets by name (``"imagenet"``, ``"torchvision"``...).
         default_weights: what the named builder loads when ``weights`` is
             not given (``None`` for variants without published weights).
-        description: one line for tables and ``--help``.
+        description: one line for tables and help texts.
+        num_params: parameters of the model with its classifier of
+            `classes` (``model.count_params()``: BatchNormalization moving
+            statistics included), checked against the built model by the
+            tests, as torchvision checks its weights' metadata.
+        classes: the classifier size `build` defaults to.
+        builder: the name of this variant's builder function in
+            `keras_densenet` (``None``: reach it through `build`).
+        keras_application: whether `keras.applications` has a builder of
+            the same name (and layer names and weights) to be checked against.
     """
 
     name: str
@@ -207,6 +284,10 @@ class Variant:
     weights: dict = dataclasses.field(default_factory=dict)
     default_weights: Optional[str] = None
     description: str = ""
+    num_params: Optional[int] = None
+    classes: int = 1000
+    builder: Optional[str] = None
+    keras_application: bool = False
 
 
 _KERAS_BASE = "https://storage.googleapis.com/tensorflow/keras-applications/densenet/"
@@ -247,16 +328,6 @@ def _imagenet(blocks, growth_rate=32, num_init_features=None):
     )
 
 
-def _cifar_bc(depth: int, growth_rate: int) -> ArchConfig:
-    n = (depth - 4) // 6
-    return ArchConfig(
-        blocks=(n, n, n),
-        growth_rate=growth_rate,
-        stem="cifar",
-        default_size=32,
-    )
-
-
 VARIANTS: dict[str, Variant] = {
     v.name: v
     for v in [
@@ -277,6 +348,9 @@ VARIANTS: dict[str, Variant] = {
             },
             "imagenet",
             "DenseNet-121 (k=32), ImageNet",
+            num_params=8_062_504,
+            builder="DenseNet121",
+            keras_application=True,
         ),
         Variant(
             "densenet161",
@@ -291,6 +365,8 @@ VARIANTS: dict[str, Variant] = {
             },
             "imagenet",
             "DenseNet-161 (k=48), ImageNet, torchvision weights",
+            num_params=28_900_936,
+            builder="DenseNet161",
         ),
         Variant(
             "densenet169",
@@ -309,6 +385,9 @@ VARIANTS: dict[str, Variant] = {
             },
             "imagenet",
             "DenseNet-169 (k=32), ImageNet",
+            num_params=14_307_880,
+            builder="DenseNet169",
+            keras_application=True,
         ),
         Variant(
             "densenet201",
@@ -327,29 +406,44 @@ VARIANTS: dict[str, Variant] = {
             },
             "imagenet",
             "DenseNet-201 (k=32), ImageNet",
+            num_params=20_242_984,
+            builder="DenseNet201",
+            keras_application=True,
         ),
         Variant(
             "densenet264",
             _imagenet((6, 12, 64, 48)),
             description="DenseNet-264 (k=32), paper Table 1, no published weights",
+            num_params=33_736_232,
+            builder="DenseNet264",
         ),
         Variant(
             "densenet_bc_100_k12",
-            _cifar_bc(100, 12),
+            ArchConfig.bc(100, 12),
             description="CIFAR DenseNet-BC, L=100, k=12 (0.8M params)",
+            num_params=793_150,
+            classes=10,
         ),
         Variant(
             "densenet_bc_250_k24",
-            _cifar_bc(250, 24),
+            ArchConfig.bc(250, 24),
             description="CIFAR DenseNet-BC, L=250, k=24 (15.3M params)",
+            num_params=15_582_382,
+            classes=10,
         ),
         Variant(
             "densenet_bc_190_k40",
-            _cifar_bc(190, 40),
+            ArchConfig.bc(190, 40),
             description="CIFAR DenseNet-BC, L=190, k=40 (25.6M params)",
+            num_params=25_881_390,
+            classes=10,
         ),
     ]
 }
+
+
+#: keras.applications' builder names, by the variant they build.
+KERAS_APPLICATIONS = {v.name: v.builder for v in VARIANTS.values() if v.keras_application}
 
 
 def get_variant(name: str) -> Variant:

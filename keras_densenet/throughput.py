@@ -42,20 +42,17 @@ from typing import Callable, Dict, Optional, Sequence
 import keras
 import numpy as np
 
-from keras_densenet import models as kd, registry
+from keras_densenet import config, registry
+from keras_densenet import models as kd
 from keras_densenet.registry import ArchConfig
 
 MODES = ("inference", "training")
-PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
+PRECISIONS = config.DTYPE_POLICIES
 MB = 1e6
 #: Calls of each candidate before timing (compilation, caches, optimizer state).
 WARMUP_CALLS = 3
 #: keras.applications' DenseNets, by our variant name.
-KERAS_APPLICATIONS = {
-    "densenet121": "DenseNet121",
-    "densenet169": "DenseNet169",
-    "densenet201": "DenseNet201",
-}
+KERAS_APPLICATIONS = registry.KERAS_APPLICATIONS
 LEARNING_RATE = 0.01
 MOMENTUM = 0.9
 

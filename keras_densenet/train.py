@@ -22,7 +22,7 @@ no separate preprocessing.
 Example:
 
 >>> from keras_densenet.train import TrainConfig, train
->>> result = train(TrainConfig(depth=10, epochs=1, limit=100, output="/tmp/run"))
+>>> result = train(TrainConfig(depth=10, epochs=1, limit=100, output="/tmp/run"))  # doctest: +SKIP
 >>> sorted(p.rsplit("/", 1)[-1] for p in result.files())  # doctest: +SKIP
 ['class_names.json', 'learning_curve.png', 'log.csv', 'model.keras']
 """
@@ -44,11 +44,16 @@ import keras
 from keras_densenet import data as data_lib
 from keras_densenet import distribute as distribute_lib
 from keras_densenet import models
-from keras_densenet.files import atomic_write
+from keras_densenet.files import atomic_path, atomic_write
 # The options and their checks live in a keras-free module, so the CLI can
 # reject bad arguments before importing keras; re-exported here.
 from keras_densenet.config import (  # noqa: F401
+    BACKUP_DIR,
     BN_MOMENTUM,
+    CLASS_NAMES_FILE,
+    LOG_FILE,
+    MODEL_FILE,
+    PLOT_FILE,
     IMAGENET_MEAN,
     IMAGENET_STD,
     MIXED_PRECISION,
@@ -56,11 +61,6 @@ from keras_densenet.config import (  # noqa: F401
     validate,
 )
 
-MODEL_FILE = "model.keras"
-LOG_FILE = "log.csv"
-PLOT_FILE = "learning_curve.png"
-CLASS_NAMES_FILE = "class_names.json"
-BACKUP_DIR = "backup"
 
 
 @dataclasses.dataclass
@@ -94,22 +94,22 @@ class TrainResult:
         return [self.model_path, self.log_path, self.plot_path, self.class_names_path]
 
 
-def prepare_output_dir(path) -> str:
-    """Creates `path` and checks that files can be written there.
+def prepare_output_dir(output) -> str:
+    """Creates directory `output` and checks that files can be written there.
 
     Raises:
         ValueError: the directory cannot be created or is not writable.
     """
-    path = os.fspath(path)
+    output = os.fspath(output)
     try:
-        os.makedirs(path, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path):
+        os.makedirs(output, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=output):
             pass
     except OSError as e:
         raise ValueError(
-            f"`--output` directory {path!r} is not writable: {e.strerror or e}"
+            f"`output` directory {output!r} is not writable: {e.strerror or e}"
         ) from None
-    return path
+    return output
 
 
 class AtomicModelCheckpoint(keras.callbacks.ModelCheckpoint):
@@ -119,14 +119,17 @@ class AtomicModelCheckpoint(keras.callbacks.ModelCheckpoint):
     """
 
     def __init__(self, filepath: str, **kwargs):
-        self.final_path = filepath
-        directory, base = os.path.split(filepath)
-        super().__init__(os.path.join(directory, f".{base}.tmp.keras"), **kwargs)
+        super().__init__(filepath, **kwargs)
+        self.final_path = self.filepath
 
     def on_epoch_end(self, epoch, logs=None):
-        super().on_epoch_end(epoch, logs)
-        if os.path.exists(self.filepath):
-            os.replace(self.filepath, self.final_path)
+        # Keras writes `self.filepath` only when the monitored value improved.
+        with atomic_path(self.final_path) as tmp:
+            self.filepath = tmp
+            try:
+                super().on_epoch_end(epoch, logs)
+            finally:
+                self.filepath = self.final_path
 
 
 def read_log(path: str) -> list:

@@ -25,6 +25,7 @@ Example:
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import zipfile
@@ -34,12 +35,21 @@ import h5py
 import keras
 import numpy as np
 
-from keras_densenet import convert, registry
-from keras_densenet.convert import Tensor
+from keras_densenet import internals, registry
+from keras_densenet.checkpoints import (
+    TORCH_SUFFIXES,
+    Tensor,
+    assign,
+    check_readable,
+    file_error,
+    read_state_dict,
+    state_to_table,
+)
+from keras_densenet.files import atomic_write
 from keras_densenet.registry import Variant, WeightsSpec
 
 #: File endings `weights=PATH` accepts.
-WEIGHT_FILE_SUFFIXES = (".weights.h5", ".h5", ".keras") + convert.TORCH_SUFFIXES
+WEIGHT_FILE_SUFFIXES = (".weights.h5", ".h5", ".keras") + TORCH_SUFFIXES
 #: Sources whose files are PyTorch state dicts, converted on load.
 TORCH_SOURCES = ("torchvision", "timm")
 #: Suffix of converted checkpoints in the Keras cache.
@@ -51,7 +61,7 @@ def _looks_like_path(weights: str) -> bool:
 
 
 def _is_torch_file(path: str) -> bool:
-    return path.endswith(convert.TORCH_SUFFIXES)
+    return path.endswith(TORCH_SUFFIXES)
 
 
 def bn_epsilon_for(weights, spec: Optional[WeightsSpec]) -> float:
@@ -131,17 +141,26 @@ def resolve(
     )
 
 
-def _cache_dir() -> str:
-    from keras.src.backend import config
+#: Sub-directory of Keras' cache for downloaded and converted weights.
+CACHE_SUBDIR = "models"
 
-    return os.path.join(os.path.expanduser(config.keras_home()), "models")
+
+def _cache_dir() -> str:
+    return os.path.join(os.path.expanduser(internals.keras_home()), CACHE_SUBDIR)
+
+
+def file_hash(path: str, algorithm: str) -> str:
+    """Hex digest of file `path` (``"md5"`` or ``"sha256"``), read in chunks."""
+    digest = hashlib.new(algorithm)
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def _verify_hash(path: str, spec_hash: str, algorithm: str) -> None:
     """Checks a downloaded file; a mismatch deletes it and raises."""
-    from keras.src.utils.file_utils import hash_file
-
-    actual = hash_file(path, algorithm)
+    actual = file_hash(path, algorithm)
     # torchvision's names carry a sha256 *prefix*; keras' md5 is complete.
     if not actual.startswith(spec_hash.lower()):
         os.remove(path)  # so that the next call downloads it again
@@ -172,7 +191,9 @@ def fetch(spec: WeightsSpec, include_top: bool, variant_name: str) -> str:
     try:
         # No hash here: get_file's check wants a full digest, torchvision
         # publishes a prefix; `_verify_hash` handles both the same way.
-        path = keras.utils.get_file(fname, url, cache_subdir="models")
+        path = keras.utils.get_file(
+            fname, url, cache_dir=os.path.expanduser(internals.keras_home()), cache_subdir=CACHE_SUBDIR
+        )
     except Exception as e:  # get_file raises several types for network errors
         raise ValueError(
             f"Could not download the {variant_name} weights from {url} ({e}). "
@@ -187,7 +208,8 @@ def _converted(spec: WeightsSpec, variant_name: str) -> tuple:
     """The Keras-layout table of a PyTorch weight set, converting at most once.
 
     Returns:
-        ``(table, path)``: path is the cached converted file.
+        ``(table, path)``: path is the file the table was read from (the
+        cached conversion, or the download), named in errors.
     """
     from safetensors.numpy import load_file, save_file
 
@@ -201,19 +223,16 @@ def _converted(spec: WeightsSpec, variant_name: str) -> tuple:
         except Exception:
             pass  # a damaged cache entry: convert again below
     path = fetch(spec, True, variant_name)
-    table = convert.state_to_table(convert.read_state_dict(path), path)
+    table = state_to_table(read_state_dict(path), path)
     os.makedirs(os.path.dirname(cached), exist_ok=True)
-    tmp = f"{cached}.tmp-{os.getpid()}"
-    try:
-        save_file(
+    atomic_write(
+        cached,
+        lambda tmp: save_file(
             {f"{name}/{i}": t.value for name, ts in table.items() for i, t in enumerate(ts)},
             tmp,
             metadata={"source": spec.url, "hash": spec.file_hash},
-        )
-        os.replace(tmp, cached)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+        ),
+    )
     return table, path
 
 
@@ -252,9 +271,9 @@ def _open_h5(path: str) -> h5py.File:
             return h5py.File(io.BytesIO(data), "r")
         return h5py.File(path, "r")
     except KeyError:
-        raise convert._fail(path, "the .keras archive holds no model.weights.h5") from None
+        raise file_error(path, "the .keras archive holds no model.weights.h5") from None
     except Exception as e:  # OSError, BadZipFile: truncated or not HDF5/zip
-        raise convert._fail(path, f"not a readable Keras weights file (truncated or corrupted?): {e}") from e
+        raise file_error(path, f"not a readable Keras weights file (truncated or corrupted?): {e}") from e
 
 
 def _legacy_table(group, path: str) -> list:
@@ -289,14 +308,14 @@ def _load_legacy(model: keras.Model, group, path: str, include_top: bool) -> Non
         if not include_top and len(layers) == len(wanted) + 1:
             layers = layers[:-1]  # the file's classifier
         if len(layers) != len(wanted):
-            raise convert._fail(
+            raise file_error(
                 path,
                 f"does not fit {model.name}: the file has {len(layers)} layers with "
                 f"weights, the model {len(wanted)} (another architecture, or "
                 "include_top does not match the file)",
             )
         table = {name: ts for name, (_, ts) in zip(wanted, layers)}
-    convert.assign(model, table, path, skip=() if include_top else ("predictions",))
+    assign(model, table, path, skip=() if include_top else ("predictions",))
 
 
 def load_file(model: keras.Model, path, include_top: bool = True) -> None:
@@ -314,11 +333,11 @@ def load_file(model: keras.Model, path, include_top: bool = True) -> None:
             architecture, or covers only some layers; names the file.
     """
     path = os.fspath(path)
-    convert._check_readable(path)
+    check_readable(path)
     skip = () if include_top else ("predictions",)
     if _is_torch_file(path):
-        table = convert.state_to_table(convert.read_state_dict(path), path)
-        convert.assign(model, table, path, skip=skip, torch_names=True)
+        table = state_to_table(read_state_dict(path), path)
+        assign(model, table, path, skip=skip, torch_names=True)
         return
     with _open_h5(path) as f:
         if "layer_names" in f.attrs:
@@ -326,12 +345,12 @@ def load_file(model: keras.Model, path, include_top: bool = True) -> None:
         if "model_weights" in f and "layer_names" in f["model_weights"].attrs:
             return _load_legacy(model, f["model_weights"], path, include_top)
         if path.endswith(".h5") and not path.endswith(".weights.h5"):
-            raise convert._fail(path, "not a legacy Keras .h5 weights file (no 'layer_names')")
+            raise file_error(path, "not a legacy Keras .h5 weights file (no 'layer_names')")
         # Keras 3 silently ignores weights the model has no place for, so
         # count them first: "partial loads are never silent".
         in_file, in_model = _count_h5_vars(f), len(model.weights)
     if in_file != in_model:
-        raise convert._fail(
+        raise file_error(
             path,
             f"does not fit {model.name}: the file holds {in_file} weight arrays, "
             f"the model has {in_model} (another architecture, or include_top "
@@ -340,7 +359,7 @@ def load_file(model: keras.Model, path, include_top: bool = True) -> None:
     try:
         model.load_weights(path)
     except Exception as e:
-        raise convert._fail(path, f"does not fit {model.name}: {e}") from e
+        raise file_error(path, f"does not fit {model.name}: {e}") from e
 
 
 def load(model: keras.Model, weights, spec: Optional[WeightsSpec], include_top: bool, variant: Optional[Variant]) -> None:
@@ -358,7 +377,7 @@ def load(model: keras.Model, weights, spec: Optional[WeightsSpec], include_top: 
     if spec.source in TORCH_SOURCES:
         table, path = _converted(spec, name)
         skip = () if include_top else ("predictions",)
-        return convert.assign(model, table, path, skip=skip, torch_names=True)
+        return assign(model, table, path, skip=skip, torch_names=True)
     return load_file(model, fetch(spec, include_top, name), include_top)
 
 

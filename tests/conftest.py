@@ -1,5 +1,6 @@
-"""Shared fixtures. The suite runs once per backend (KERAS_BACKEND is read when
-keras is imported), e.g. ``KERAS_BACKEND=jax python -m pytest tests``."""
+"""Shared fixtures (plain helpers are in tests/helpers.py). The suite runs once
+per backend (KERAS_BACKEND is read when keras is imported), e.g.
+``KERAS_BACKEND=jax python -m pytest tests``."""
 
 import os
 
@@ -12,7 +13,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-BACKEND = keras.backend.backend()
+from tests.helpers import BACKEND  # noqa: E402
 
 
 def _full_float32_precision():
@@ -56,33 +57,19 @@ def _clean_keras_state():
 @pytest.fixture
 def keras_home(tmp_path, monkeypatch):
     """An empty Keras cache directory, so downloads never hit the real cache."""
-    from keras.src.backend import config
+    from keras_densenet import internals
 
     home = tmp_path / "keras_home"
     home.mkdir()
-    # keras reads $KERAS_HOME once, at import; patch the resolved value.
-    monkeypatch.setattr(config, "_KERAS_DIR", str(home))
+    # keras reads $KERAS_HOME once, at import; the package asks for the cache
+    # root through this one function.
+    monkeypatch.setattr(internals, "keras_home", lambda: str(home))
     return home
 
 
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)
-
-
-def run(model, x):
-    """Inference as NumPy. JAX and torch compile (`predict`): their eager
-    op-by-op mode is several times slower on a deep DenseNet; TF's is fast."""
-    if BACKEND == "tensorflow":
-        out = model(x, training=False)
-        return [np.asarray(o) for o in out] if isinstance(out, (list, tuple)) else np.asarray(out)
-    return model.predict(x, verbose=0)
-
-
-def images(n=2, size=32, channels=3, seed=0, data_format="channels_last"):
-    """A float32 batch of random images in [0, 255]."""
-    shape = (n, size, size, channels) if data_format == "channels_last" else (n, channels, size, size)
-    return np.random.default_rng(seed).uniform(0, 255, shape).astype("float32")
 
 
 @pytest.fixture

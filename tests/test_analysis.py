@@ -104,7 +104,7 @@ def test_depth_connections_channels_from_graph(name):
         expected.append(channels)
         channels = int(channels * arch.compression)
     assert [b.output_channels for b in blocks] == expected
-    assert model.count_params() == cli.param_count(arch, model.output_shape[-1])
+    assert model.count_params() == arch.param_count(model.output_shape[-1])
 
 
 def test_macs_and_activation_bytes_by_hand():

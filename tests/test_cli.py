@@ -13,8 +13,9 @@ from PIL import Image
 import keras_densenet
 from keras_densenet import cli, registry
 from keras_densenet.train import TrainConfig, build_classifier
+from tests.helpers import TINY_TRAIN, cli_args
 
-TINY_ARGS = ["--depth", "10", "--growth-rate", "4", "--batch-size", "8", "--epochs", "1"]
+TINY_ARGS = cli_args(**TINY_TRAIN, epochs=1)
 
 
 def run(capsys, *argv):
@@ -127,7 +128,9 @@ def test_bad_arguments_are_answered_before_keras_is_imported(tmp_path):
 )
 def test_param_count_matches_built_model(arch):
     model = keras_densenet.DenseNet(**arch.builder_kwargs(), input_shape=(32, 32, 3), classes=5)
-    assert cli.param_count(arch, 5) == model.count_params()
+    assert arch.param_count(5) == model.count_params()
+    notop = keras_densenet.DenseNet(**arch.builder_kwargs(), input_shape=(32, 32, 1), include_top=False)
+    assert arch.param_count(None, in_channels=1) == notop.count_params()
 
 
 def test_train_on_image_folder_skips_corrupt_files(capsys, image_folder, tmp_path):
@@ -222,7 +225,7 @@ def _bad_inputs(tmp_path, image_folder, png):
         "empty data dir": (["train", "--data", str(empty)], "no readable images"),
         "single class": (["train", "--data", str(single)], "only one class"),
         "only corrupt images": (["train", "--data", str(all_corrupt)], "2 corrupt"),
-        "image size below 32": (["train", "--image-size", "16"], "image_size"),
+        "image size below 32": (["train", "--image-size", "16"], "`--image-size` must be an integer >= 32"),
         "unknown arch": (["train", "--arch", "densenet99"], "densenet121"),
         "unwritable output": (["train", "--output", str(a_file / "sub")], "--output"),
         "predict not a model": (["predict", str(png), "--model", str(not_a_model)], "not a loadable Keras model"),

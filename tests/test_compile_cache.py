@@ -4,7 +4,7 @@ import keras
 import pytest
 
 from keras_densenet import compile_cache
-from tests.conftest import BACKEND
+from tests.helpers import BACKEND
 
 
 @pytest.fixture

@@ -9,15 +9,9 @@ import pytest
 
 import keras_densenet as kd
 from keras_densenet import fused
-from tests.conftest import BACKEND, images
-from tests.test_memory_efficient import _assert_close, _loss_grads_stats
+from keras_densenet.distribute import batch_norm_layers
+from tests.helpers import BACKEND, TINY_CIFAR as TINY, assert_close, images, loss_grads_stats
 
-TINY = dict(blocks=(2, 3), growth_rate=4, num_init_features=8, stem="cifar", input_shape=(8, 8, 3), classes=3)
-
-
-def _bns(model):
-    return [l for l in model._flatten_layers(include_self=False, recursive=True)
-            if isinstance(l, keras.layers.BatchNormalization)]
 
 
 @pytest.mark.parametrize("memory_efficient", [False, True])
@@ -36,16 +30,16 @@ def test_same_outputs_gradients_and_moving_statistics(memory_efficient, data_for
     reference.set_weights(weights)
     model.set_weights(weights)
     if not memory_efficient:
-        assert all(type(l) is fused.BatchNormalization for l in _bns(model))
+        assert all(type(l) is fused.BatchNormalization for l in batch_norm_layers(model))
     x = images(4, 8, data_format=data_format) / 255.0
     to_np = keras.ops.convert_to_numpy
     np.testing.assert_allclose(to_np(model(x, training=False)), to_np(reference(x, training=False)), rtol=1e-5, atol=1e-6)
     y = keras.ops.one_hot(np.array([0, 1, 2, 1]), 3)
-    loss_r, grads_r, stats_r = _loss_grads_stats(reference, x, y)
-    loss_f, grads_f, stats_f = _loss_grads_stats(model, x, y)
+    loss_r, grads_r, stats_r = loss_grads_stats(reference, x, y)
+    loss_f, grads_f, stats_f = loss_grads_stats(model, x, y)
     assert loss_f == pytest.approx(loss_r, rel=1e-5)
-    _assert_close(grads_r, grads_f)
-    _assert_close(stats_r, stats_f)
+    assert_close(grads_r, grads_f)
+    assert_close(stats_r, stats_f)
     assert not np.allclose(stats_f[0], weights[2])  # the moving mean moved
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import keras_densenet as kd
-from keras_densenet import initialization
+from keras_densenet import initialization, internals
 from keras_densenet.initialization import fast_variables, sample
 
 # A 3x3 conv kernel, 147k values: large enough for tight moment/KS checks.
@@ -74,30 +74,6 @@ def test_sample_constants_and_unknowns():
     np.testing.assert_array_equal(sample(inits.HeNormal(seed=5), (9, 9)), sample(inits.HeNormal(seed=5), (9, 9)))
 
 
-def test_keras_internals_still_there():
-    """The private Keras API `fast_variables` relies on. If this fails, Keras
-    changed its deferred variable initialisation: update
-    keras_densenet/initialization.py::fast_variables (builders still work, but
-    fall back to slow per-variable initialisation where the API is gone)."""
-    from keras.src.backend.common import global_state
-    from keras.src.backend.common.variables import Variable
-
-    assert hasattr(Variable, "_deferred_initialize")
-    init = keras.initializers.HeNormal(seed=1)
-    with keras.StatelessScope(initialize_variables=False):
-        layer = keras.layers.Dense(3, kernel_initializer=init)
-        layer.build((None, 2))
-    pending = global_state.get_global_attribute("uninitialized_variables")
-    ids = [id(v) for v in pending]
-    assert id(layer.kernel) in ids and id(layer.bias) in ids
-    assert layer.kernel._initializer is init
-    for v in (layer.kernel, layer.bias):
-        del pending[[id(p) for p in pending].index(id(v))]
-        v._initializer = lambda shape, dtype=None: np.full(shape, 7.0, "float32")
-        v._deferred_initialize()
-    np.testing.assert_array_equal(keras.ops.convert_to_numpy(layer.kernel), np.full((2, 3), 7.0))
-
-
 def _tiny(**kwargs):
     return kd.DenseNet((2, 2), growth_rate=8, num_init_features=16, input_shape=(16, 16, 3),
                        classes=5, **kwargs)
@@ -113,7 +89,7 @@ def fast_everywhere(monkeypatch):
 def test_model_weights_follow_their_initializers(fast_everywhere, memory_efficient):
     model = _tiny(memory_efficient=memory_efficient, drop_rate=0.1)
     checked = 0
-    for layer in model._flatten_layers(include_self=False, recursive=True):
+    for layer in internals.flatten_layers(model):
         if isinstance(layer, keras.layers.Conv2D):
             w = keras.ops.convert_to_numpy(layer.kernel)
             fan_in = np.prod(w.shape[:-1])
@@ -148,15 +124,13 @@ def test_builds_are_reproducible_with_the_keras_seed(fast_everywhere):
 
 
 def test_error_inside_leaves_nothing_pending(fast_everywhere):
-    from keras.src.backend.common import global_state
-
-    before = len(global_state.get_global_attribute("uninitialized_variables", []) or [])
+    before = len(internals.uninitialized_variables())
     with pytest.raises(RuntimeError, match="boom"):
         with fast_variables():
             layer = keras.layers.Dense(2)
             layer.build((None, 3))
             raise RuntimeError("boom")
-    assert len(global_state.get_global_attribute("uninitialized_variables", []) or []) == before
+    assert len(internals.uninitialized_variables()) == before
     assert keras.ops.convert_to_numpy(layer.kernel).shape == (3, 2)  # initialised anyway
 
 

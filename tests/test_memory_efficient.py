@@ -1,9 +1,8 @@
 """memory_efficient=True: same math and weights as the standard graph, every
 builder trains, weight files and .keras round trips, linear memory growth.
 
-`import keras_densenet` registers `EfficientDenseLayer` (keras_densenet.blocks
-imports keras_densenet.efficient), so `.keras` files load with safe mode on
-and no custom_objects.
+`import keras_densenet` registers `EfficientDenseLayer` (as soon as keras is
+imported), so `.keras` files load with safe mode on and no custom_objects.
 """
 
 import keras
@@ -11,11 +10,9 @@ import numpy as np
 import pytest
 
 import keras_densenet as kd
-from keras_densenet import blocks, cli, registry
+from keras_densenet import blocks, cli, efficient, registry
 from keras_densenet.efficient import EfficientDenseLayer
-from tests.conftest import BACKEND, images
-
-TINY = dict(blocks=(2, 3), growth_rate=4, num_init_features=8, stem="cifar", input_shape=(8, 8, 3), classes=3)
+from tests.helpers import BACKEND, TINY_CIFAR as TINY, assert_close, images, loss_grads_stats
 
 
 def _pair(**kw):
@@ -26,45 +23,6 @@ def _pair(**kw):
     return standard, efficient
 
 
-def _loss_grads_stats(model, x, y):
-    """Loss, gradients and updated non-trainable variables of one training-mode step."""
-
-    def loss_of(out):
-        return keras.ops.mean(keras.losses.categorical_crossentropy(y, out))
-
-    if BACKEND == "jax":
-        import jax
-
-        nontrainable = [v.value for v in model.non_trainable_variables]
-
-        def f(trainable):
-            out, new = model.stateless_call(trainable, nontrainable, x, training=True)
-            return loss_of(out), new
-
-        (loss, stats), grads = jax.jit(jax.value_and_grad(f, has_aux=True))([v.value for v in model.trainable_variables])
-    elif BACKEND == "tensorflow":
-        import tensorflow as tf
-
-        with tf.GradientTape() as tape:
-            loss = loss_of(model(x, training=True))
-        grads = tape.gradient(loss, model.trainable_variables)
-        stats = model.non_trainable_variables
-    else:
-        loss = loss_of(model(x, training=True))
-        loss.backward()
-        grads = [v.value.grad for v in model.trainable_variables]
-        stats = model.non_trainable_variables
-    to_np = keras.ops.convert_to_numpy
-    return float(to_np(loss)), [to_np(g) for g in grads], [to_np(s) for s in stats]
-
-
-def _assert_close(a, b, rtol=1e-5):
-    """Relative to each tensor's scale, so near-zero entries don't dominate."""
-    for u, v in zip(a, b, strict=True):
-        assert u.shape == v.shape
-        assert np.max(np.abs(u - v)) <= rtol * max(np.max(np.abs(u)), 1e-12)
-
-
 @pytest.mark.parametrize("bottleneck", [True, False])
 @pytest.mark.parametrize("data_format", ["channels_last", "channels_first"])
 def test_same_loss_gradients_and_moving_statistics(bottleneck, data_format):
@@ -72,11 +30,11 @@ def test_same_loss_gradients_and_moving_statistics(bottleneck, data_format):
     standard, efficient = _pair(bottleneck=bottleneck, data_format=data_format, input_shape=shape)
     x = images(4, 8, data_format=data_format) / 255.0
     y = keras.ops.one_hot(np.array([0, 1, 2, 1]), 3)
-    loss_s, grads_s, stats_s = _loss_grads_stats(standard, x, y)
-    loss_e, grads_e, stats_e = _loss_grads_stats(efficient, x, y)
+    loss_s, grads_s, stats_s = loss_grads_stats(standard, x, y)
+    loss_e, grads_e, stats_e = loss_grads_stats(efficient, x, y)
     assert loss_e == pytest.approx(loss_s, rel=1e-5)
-    _assert_close(grads_s, grads_e)
-    _assert_close(stats_s, stats_e)
+    assert_close(grads_s, grads_e)
+    assert_close(stats_s, stats_e)
     # The moving statistics really moved (momentum 0.99 from 0/1).
     assert not np.allclose(stats_e[0], 0.0)
 
@@ -171,7 +129,8 @@ def _residuals(L, memory_efficient):
     from keras_densenet.bench import residual_bytes
 
     x = keras.Input((8, 8, 16))
-    y = blocks.dense_block(x, L, 8, "conv2", blocks.LayerOptions(), memory_efficient=memory_efficient)
+    dense_block = efficient.dense_block if memory_efficient else blocks.dense_block
+    y = dense_block(x, L, 8, "conv2", blocks.LayerOptions())
     return residual_bytes(keras.Model(x, y), 2)
 
 

@@ -10,24 +10,25 @@ import pytest
 
 import keras_densenet as kd
 from keras_densenet import blocks, initialization, models, registry
-from tests.conftest import images, run
+from tests.helpers import TINY, images, run
 
-KERAS_APPS = {
-    "densenet121": (keras.applications.DenseNet121, 8_062_504),
-    "densenet169": (keras.applications.DenseNet169, 14_307_880),
-    "densenet201": (keras.applications.DenseNet201, 20_242_984),
-}
-TINY = dict(blocks=(2, 3), growth_rate=4, num_init_features=8)
+#: The variants keras.applications has too, by the registry.
+KERAS_APPS = sorted(name for name, v in registry.VARIANTS.items() if v.keras_application)
 
 
 def _weighted(model):
     return [(l.name, [tuple(w.shape) for w in l.weights]) for l in model.layers if l.weights]
 
 
-@pytest.mark.parametrize("variant", sorted(KERAS_APPS))
+def test_registry_knows_keras_applications():
+    assert KERAS_APPS == ["densenet121", "densenet169", "densenet201"]
+
+
+@pytest.mark.parametrize("variant", KERAS_APPS)
 def test_keras_applications_parity(variant):
     """Same weighted layers, parameter count and predictions as keras.applications."""
-    keras_builder, params = KERAS_APPS[variant]
+    row = registry.get_variant(variant)
+    keras_builder, params = getattr(keras.applications, row.builder), row.num_params
     # Their initial values are replaced below: draw them the fast way (on
     # JAX, Keras' own initializers compile once per kernel shape).
     with initialization.fast_variables(active=True):
@@ -55,11 +56,17 @@ PUBLISHED_PARAMS = {
 @pytest.mark.parametrize("name", sorted(registry.VARIANTS))
 def test_every_variant_builds_at_its_minimum_size(name):
     """Symbolic build at the smallest input; the last block ends at 1x1."""
-    arch = registry.get_variant(name).arch
-    size = models.min_input_size(arch)
+    variant = registry.get_variant(name)
+    arch = variant.arch
+    size = arch.min_input_size
     model = kd.build(name, input_shape=(size, size, 3))
     last = model.get_layer("relu").output.shape
-    assert tuple(last[1:]) == (1, 1, models._num_features(arch))
+    assert tuple(last[1:]) == (1, 1, arch.num_features)
+    # The registry row's parameter count is the built model's, and the arithmetic's.
+    assert model.count_params() == variant.num_params == arch.param_count(variant.classes)
+    if variant.builder is not None:  # a public builder of that name
+        assert variant.builder in kd.__all__
+        assert getattr(kd, variant.builder).__name__ == variant.builder
     stage = blocks.stage_name(len(arch.blocks) - 1)
     assert model.get_layer(f"{stage}_block{arch.blocks[-1]}_concat")
     assert model.get_layer("conv1_conv").output.shape[-1] == arch.num_init_features
@@ -185,7 +192,7 @@ def test_import_keras_densenet_registers_layers_in_any_order(tmp_path, order):
 def test_channels_first_from_keras_config():
     keras.config.set_image_data_format("channels_first")
     model = kd.DenseNet(**TINY, include_top=False, input_shape=(3, 32, 32))
-    assert model.output_shape[1] == models._num_features(registry.ArchConfig(**TINY))
+    assert model.output_shape[1] == registry.ArchConfig(**TINY).num_features
 
 
 def test_multiscale_features_strides():
@@ -257,7 +264,7 @@ def test_preprocess_input_is_keras_applications():
 
 
 def test_decode_predictions_is_keras_applications(monkeypatch):
-    from keras.src.applications import imagenet_utils
+    from keras.src.applications import imagenet_utils  # its class index, patched: no download
 
     index = {str(i): [f"n{i:08d}", f"class_{i}"] for i in range(1000)}
     monkeypatch.setattr(imagenet_utils, "CLASS_INDEX", index)  # no download

@@ -12,7 +12,7 @@ import pytest
 
 from keras_densenet import bench, cli, throughput
 from keras_densenet.registry import ArchConfig
-from tests.conftest import BACKEND
+from tests.helpers import BACKEND
 
 TINY = ArchConfig(blocks=(1, 2), growth_rate=4, num_init_features=8)
 ROUNDS = 2

@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 
 import keras_densenet
-from keras_densenet import data, train
+from keras_densenet import data, internals, train
 from keras_densenet.train import TrainConfig
+from tests.helpers import TINY_TRAIN
 
-TINY = dict(depth=10, growth_rate=4, limit=60, batch_size=16, verbose=0)
+TINY = dict(TINY_TRAIN, limit=60, batch_size=16, verbose=0)
 
 
 class StopAfter(keras.callbacks.Callback):
@@ -162,7 +163,7 @@ def test_memory_efficient(tmp_path):
     assert len(result.history) == 1
     saved = keras.saving.load_model(result.model_path)
     # The backbone is a nested model: look through every layer.
-    assert any(isinstance(l, EfficientDenseLayer) for l in saved._flatten_layers())
+    assert any(isinstance(l, EfficientDenseLayer) for l in internals.flatten_layers(saved))
 
 
 def test_augmented_batches_flip_mirrors_some_images():

@@ -5,7 +5,6 @@ import dataclasses
 import hashlib
 import os
 import re
-import urllib.error
 
 import h5py
 import keras
@@ -15,17 +14,16 @@ import pytest
 import keras_densenet
 from keras_densenet import cli, initialization, registry, weights as weights_lib
 from keras_densenet.convert import convert_checkpoint
-from keras_densenet.registry import ArchConfig, WeightsSpec
+from keras_densenet.registry import WeightsSpec
 
-from tests.conftest import images, run
+from tests.helpers import TORCH_TINY_ARCH, images, run, save_legacy_h5, torch_kwargs
 
 TORCH_VARIANTS = [
     name for name, v in registry.VARIANTS.items()
     if any(w.source == "torchvision" for w in v.weights.values())
 ]
 # A tiny torchvision-style DenseNet: 2 blocks, k=8, 16 stem channels.
-TINY = dict(growth_rate=8, block_config=(2, 3), num_init_features=16, bn_size=2)
-TINY_ARCH = ArchConfig(blocks=(2, 3), growth_rate=8, bn_size=2, num_init_features=16, default_size=32)
+TINY = torch_kwargs(TORCH_TINY_ARCH)
 
 
 @pytest.fixture
@@ -38,7 +36,7 @@ def tr():
 
 def _tiny_keras(**kw):
     kw.setdefault("input_shape", (32, 32, 3))
-    return keras_densenet.DenseNet(**TINY_ARCH.builder_kwargs(), classes=kw.pop("classes", 10), **kw)
+    return keras_densenet.DenseNet(**TORCH_TINY_ARCH.builder_kwargs(), classes=kw.pop("classes", 10), **kw)
 
 
 def _save_pth(state, path):
@@ -54,10 +52,6 @@ def _garble(chunk):
     return bytes(b ^ 0x5A for b in chunk)
 
 
-def _predict(model, x):
-    return keras.ops.convert_to_numpy(model(x, training=False))
-
-
 @pytest.mark.parametrize("name", TORCH_VARIANTS)
 def test_converter_parity_with_pytorch(tr, tmp_path, name):
     arch = registry.get_variant(name).arch
@@ -68,7 +62,7 @@ def test_converter_parity_with_pytorch(tr, tmp_path, name):
     model = convert_checkpoint(src, tmp_path / "out.weights.h5", classifier_activation=None)
     assert model.name == name  # detected from the shapes alone
     assert os.path.isfile(tmp_path / "out.weights.h5")
-    diff = np.abs(_predict(model, x) - tr.logits(ref, x)).max()
+    diff = np.abs(run(model, x) - tr.logits(ref, x)).max()
     print(f"parity {name} {keras.backend.backend()}: max abs logit diff {diff:.1e}")  # README numbers
     assert diff <= 1e-4, diff
 
@@ -83,7 +77,7 @@ def test_weights_path_pth_and_legacy_keys(tr, tmp_path, data_format):
         model = _tiny_keras(weights=src, classes=5, classifier_activation=None, data_format=data_format,
                             input_shape=(32, 32, 3) if data_format == "channels_last" else (3, 32, 32))
         xin = x if data_format == "channels_last" else x.transpose(0, 3, 1, 2)
-        np.testing.assert_allclose(_predict(model, xin), expected, atol=1e-4)
+        np.testing.assert_allclose(run(model, xin), expected, atol=1e-4)
 
 
 def test_weights_path_of_other_architecture_fails(tr, tmp_path):
@@ -102,10 +96,10 @@ def test_custom_arch_safetensors_to_keras_file(tr, tmp_path):
     with pytest.raises(ValueError, match=r"tiny\.safetensors.*blocks=\(2, 3\), growth_rate=8"):
         convert_checkpoint(src, tmp_path / "auto.keras")  # matches no registered variant
     assert not (tmp_path / "auto.keras").exists()
-    convert_checkpoint(src, tmp_path / "tiny.keras", arch=TINY_ARCH, classifier_activation=None)
+    convert_checkpoint(src, tmp_path / "tiny.keras", arch=TORCH_TINY_ARCH, classifier_activation=None)
     loaded = keras.saving.load_model(tmp_path / "tiny.keras")  # safe_mode on
     x = images(2, 32, seed=5) / 255.0
-    np.testing.assert_allclose(_predict(loaded, x), tr.logits(ref, x), atol=1e-4)
+    np.testing.assert_allclose(run(loaded, x), tr.logits(ref, x), atol=1e-4)
     assert loaded.get_layer("conv1_bn").epsilon == registry.TORCH_BN_EPSILON
 
 
@@ -129,7 +123,7 @@ def test_converter_names_bad_keys_and_writes_nothing(tr, tmp_path, edit, message
         state["features.conv0.weight"] = torch.zeros(16, 3, 5, 5)
     src = _save_pth(state, tmp_path / "bad.pth")
     with pytest.raises(ValueError, match=r"bad\.pth.*" + message):
-        convert_checkpoint(src, tmp_path / "out.keras", arch=TINY_ARCH)
+        convert_checkpoint(src, tmp_path / "out.keras", arch=TORCH_TINY_ARCH)
     assert os.listdir(tmp_path) == ["bad.pth"]  # no output, no temp file
 
 
@@ -156,8 +150,7 @@ def test_bad_weight_files(tmp_path, suffix, damage):
 
         save_file({"features.conv0.weight": np.zeros((16, 3, 7, 7), "float32")}, str(good))
     elif suffix == ".h5":
-        with h5py.File(good, "w") as f:
-            keras.src.legacy.saving.legacy_h5_format.save_weights_to_hdf5_group(f, model)
+        save_legacy_h5(model, good)
     elif suffix == ".keras":
         model.save(good)
     else:
@@ -174,24 +167,23 @@ def test_legacy_h5_from_keras_applications(tmp_path):
     with initialization.fast_variables(active=True):  # values: any; faster on JAX
         reference = keras.applications.DenseNet121(weights=None, input_shape=(32, 32, 3))
     path = tmp_path / "kapps.h5"
-    with h5py.File(path, "w") as f:
-        keras.src.legacy.saving.legacy_h5_format.save_weights_to_hdf5_group(f, reference)
+    save_legacy_h5(reference, path)
     ours = keras_densenet.DenseNet121(weights=str(path), input_shape=(32, 32, 3))
     x = keras_densenet.preprocess_input(images(2, 32))
-    np.testing.assert_allclose(_predict(ours, x), _predict(reference, x), atol=1e-6)
+    np.testing.assert_allclose(run(ours, x), run(reference, x), atol=1e-6)
 
 
 def test_legacy_h5_with_other_layer_names_loads_by_order(tmp_path):
     source = _tiny_keras()
     path = tmp_path / "renamed.h5"
-    with h5py.File(path, "w") as f:
-        keras.src.legacy.saving.legacy_h5_format.save_weights_to_hdf5_group(f, source)
+    save_legacy_h5(source, path)
+    with h5py.File(path, "r+") as f:
         names = [n.decode() if isinstance(n, bytes) else n for n in f.attrs["layer_names"]]
         for n in names:  # e.g. Keras 2's `conv1/conv` vs our `conv1_conv`
             f.move(n, f"old/{n}")
         f.attrs["layer_names"] = [f"old/{n}".encode() for n in names]
     x = images(2, 32)
-    np.testing.assert_allclose(_predict(_tiny_keras(weights=str(path)), x), _predict(source, x), atol=1e-6)
+    np.testing.assert_allclose(run(_tiny_keras(weights=str(path)), x), run(source, x), atol=1e-6)
     notop = _tiny_keras(weights=str(path), include_top=False)  # the file's classifier is left out
     np.testing.assert_array_equal(notop.get_layer("bn").get_weights()[3], source.get_layer("bn").get_weights()[3])
 
@@ -202,7 +194,7 @@ def test_keras3_files_round_trip_and_never_load_partially(tmp_path):
     for name in ("w.weights.h5", "m.keras"):
         path = tmp_path / name
         source.save_weights(path) if name.endswith(".weights.h5") else source.save(path)
-        np.testing.assert_allclose(_predict(_tiny_keras(weights=str(path)), x), _predict(source, x), atol=1e-6)
+        np.testing.assert_allclose(run(_tiny_keras(weights=str(path)), x), run(source, x), atol=1e-6)
         with pytest.raises(ValueError, match=name.replace(".", r"\.") + ".*does not fit"):
             _tiny_keras(weights=str(path), include_top=False)  # the file has a classifier
     other = keras_densenet.DenseNet((2, 4), 8, bn_size=2, num_init_features=16, input_shape=(32, 32, 3), classes=10)
@@ -215,7 +207,7 @@ def test_keras3_files_round_trip_and_never_load_partially(tmp_path):
 def tiny_variant(monkeypatch):
     """Registers a tiny variant whose weight specs the test fills in."""
     def register(**specs):
-        variant = registry.Variant("tiny_test", TINY_ARCH, specs)
+        variant = registry.Variant("tiny_test", TORCH_TINY_ARCH, specs)
         monkeypatch.setitem(registry.VARIANTS, "tiny_test", variant)
         return variant
     return register
@@ -235,7 +227,7 @@ def test_torchvision_download_verifies_converts_and_caches(tr, tmp_path, keras_h
     tiny_variant(torchvision=_file_spec(src, "torchvision", sha[:8]))
     x = images(1, 32) / 255.0
     first = keras_densenet.build("tiny_test", weights="torchvision", classifier_activation=None)
-    np.testing.assert_allclose(_predict(first, x), tr.logits(ref, x), atol=1e-4)
+    np.testing.assert_allclose(run(first, x), tr.logits(ref, x), atol=1e-4)
     assert first.get_layer("bn").epsilon == registry.TORCH_BN_EPSILON
     cached = keras_home / "models" / f"tiny-{sha[:8]}{weights_lib.CONVERTED_SUFFIX}"
     assert cached.is_file()
@@ -243,7 +235,7 @@ def test_torchvision_download_verifies_converts_and_caches(tr, tmp_path, keras_h
     src.unlink()
     (keras_home / "models" / src.name).unlink()
     second = keras_densenet.build("tiny_test", weights="torchvision", classifier_activation=None)
-    np.testing.assert_allclose(_predict(second, x), _predict(first, x), atol=1e-6)
+    np.testing.assert_allclose(run(second, x), run(first, x), atol=1e-6)
     notop = keras_densenet.build("tiny_test", weights="torchvision", include_top=False, input_shape=(32, 32, 3))
     np.testing.assert_array_equal(notop.get_layer("bn").get_weights()[0], first.get_layer("bn").get_weights()[0])
 
@@ -264,29 +256,24 @@ def test_keras_md5_download_with_and_without_top(tmp_path, keras_home, tiny_vari
     for top in (True, False):
         model = source if top else keras.Model(source.input, source.get_layer("relu").output)
         paths[top] = tmp_path / f"tiny{'' if top else '_notop'}.h5"
-        with h5py.File(paths[top], "w") as f:
-            keras.src.legacy.saving.legacy_h5_format.save_weights_to_hdf5_group(f, model)
+        save_legacy_h5(model, paths[top])
     md5 = {top: hashlib.md5(p.read_bytes()).hexdigest() for top, p in paths.items()}
     tiny_variant(imagenet=_file_spec(paths[True], "keras", md5[True], notop_url=paths[False].as_uri(),
                                      notop_file_hash=md5[False], hash_algorithm="md5",
                                      bn_epsilon=registry.KERAS_BN_EPSILON))
     x = images(2, 32)
     full = keras_densenet.build("tiny_test", weights="imagenet")
-    np.testing.assert_allclose(_predict(full, x), _predict(source, x), atol=1e-6)
+    np.testing.assert_allclose(run(full, x), run(source, x), atol=1e-6)
     keras_densenet.build("tiny_test", weights="imagenet", include_top=False, input_shape=(32, 32, 3))
     assert (keras_home / "models" / "tiny_notop.h5").is_file()
 
 
-def test_offline_imagenet_names_url(monkeypatch, keras_home, tiny_variant):
-    from keras.src.utils import file_utils
-
-    def offline(*args, **kwargs):
-        raise urllib.error.URLError("no network")
-
-    monkeypatch.setattr(file_utils, "urlretrieve", offline)
+def test_offline_imagenet_names_url(tmp_path, keras_home, tiny_variant):
+    # Offline, as a download that cannot be fetched (a file:// URL to nothing).
     real = registry.get_variant("densenet121").weights["imagenet"]
-    tiny_variant(imagenet=dataclasses.replace(real, input_size=32))
-    with pytest.raises(ValueError, match=re.escape(real.url) + ".*weights=None"):
+    unreachable = (tmp_path / "offline" / real.url.rsplit("/", 1)[-1]).as_uri()
+    tiny_variant(imagenet=dataclasses.replace(real, url=unreachable, input_size=32))
+    with pytest.raises(ValueError, match=re.escape(unreachable) + ".*weights=None"):
         keras_densenet.build("tiny_test", weights="imagenet")
 
 
@@ -300,7 +287,7 @@ def test_cli_convert(tr, tmp_path, capsys, tiny_variant):
     assert cli.main(["convert", src, str(tmp_path / "ok.keras")]) == 0
     assert "tiny_test" in capsys.readouterr().out
     x = images(1, 32) / 255.0
-    probs = _predict(keras.saving.load_model(tmp_path / "ok.keras"), x)
+    probs = run(keras.saving.load_model(tmp_path / "ok.keras"), x)
     np.testing.assert_allclose(probs, keras.ops.convert_to_numpy(keras.ops.softmax(tr.logits(ref, x))), atol=1e-5)
     (tmp_path / "empty.pth").write_bytes(b"")
     assert cli.main(["convert", str(tmp_path / "empty.pth"), str(tmp_path / "out.keras")]) == 2

@@ -1,0 +1,105 @@
+"""What the tests share: the backend under test, tiny models, inference as
+NumPy, random images. Fixtures live in conftest.py; plain helpers here, so
+test files import them by name (``from tests.helpers import TINY, run``)."""
+
+import keras
+import numpy as np
+
+from keras_densenet.registry import ArchConfig
+
+BACKEND = keras.backend.backend()
+
+#: The smallest DenseNet worth testing: 2 dense blocks of 2 and 3 layers,
+#: k=4, 8 stem channels (ImageNet stem). ``DenseNet(**TINY, ...)``.
+TINY = dict(blocks=(2, 3), growth_rate=4, num_init_features=8)
+#: `TINY` with the CIFAR stem on 8x8 RGB images, 3 classes: cheap to train.
+TINY_CIFAR = dict(TINY, stem="cifar", input_shape=(8, 8, 3), classes=3)
+#: A tiny torchvision-style DenseNet for the converter: k=8, bn_size=2.
+TORCH_TINY_ARCH = ArchConfig(blocks=(2, 3), growth_rate=8, bn_size=2, num_init_features=16, default_size=32)
+#: The smallest `TrainConfig` options of the CLI's and the library's tests.
+TINY_TRAIN = dict(depth=10, growth_rate=4, batch_size=8)
+
+
+def torch_kwargs(arch: ArchConfig) -> dict:
+    """torchvision's DenseNet arguments for `arch` (tests/torch_reference.py)."""
+    return dict(growth_rate=arch.growth_rate, block_config=arch.blocks,
+                num_init_features=arch.num_init_features, bn_size=arch.bn_size)
+
+
+def cli_args(**options) -> list:
+    """``train`` options as command-line arguments: ``--depth 10 ...``."""
+    return [a for k, v in options.items() for a in (f"--{k.replace('_', '-')}", str(v))]
+
+
+#: Layers above which `run` compiles on JAX and torch.
+_EAGER_LAYERS = 100
+
+
+def run(model, x):
+    """Inference (``training=False``) as NumPy. Deep models on JAX and torch
+    go through `predict`, which compiles: their eager op-by-op mode is
+    several times slower on a deep DenseNet. Small ones run eagerly, where
+    compiling would cost more than it saves; TF's eager mode is fast."""
+    if BACKEND != "tensorflow" and len(model.layers) > _EAGER_LAYERS:
+        return model.predict(x, verbose=0)
+    out = model(x, training=False)
+    if isinstance(out, (list, tuple)):
+        return [keras.ops.convert_to_numpy(o) for o in out]
+    return keras.ops.convert_to_numpy(out)
+
+
+def images(n=2, size=32, channels=3, seed=0, data_format="channels_last"):
+    """A float32 batch of random images in [0, 255]."""
+    shape = (n, size, size, channels) if data_format == "channels_last" else (n, channels, size, size)
+    return np.random.default_rng(seed).uniform(0, 255, shape).astype("float32")
+
+
+def save_legacy_h5(model, path) -> None:
+    """Writes `model`'s weights as a legacy Keras 2 ``.h5`` file, the format
+    of keras.applications' published ImageNet files. Keras 3 writes it only
+    through a private function (its public `save_weights` wants
+    ``.weights.h5``); tests only, to produce such files offline."""
+    import h5py
+    from keras.src.legacy.saving import legacy_h5_format
+
+    with h5py.File(path, "w") as f:
+        legacy_h5_format.save_weights_to_hdf5_group(f, model)
+
+
+def loss_grads_stats(model, x, y):
+    """Loss, gradients and updated non-trainable variables of one training-mode step."""
+
+    def loss_of(out):
+        return keras.ops.mean(keras.losses.categorical_crossentropy(y, out))
+
+    if BACKEND == "jax":
+        import jax
+
+        nontrainable = [v.value for v in model.non_trainable_variables]
+
+        def f(trainable):
+            out, new = model.stateless_call(trainable, nontrainable, x, training=True)
+            return loss_of(out), new
+
+        (loss, stats), grads = jax.jit(jax.value_and_grad(f, has_aux=True))([v.value for v in model.trainable_variables])
+    elif BACKEND == "tensorflow":
+        import tensorflow as tf
+
+        with tf.GradientTape() as tape:
+            loss = loss_of(model(x, training=True))
+        grads = tape.gradient(loss, model.trainable_variables)
+        stats = model.non_trainable_variables
+    else:
+        loss = loss_of(model(x, training=True))
+        loss.backward()
+        grads = [v.value.grad for v in model.trainable_variables]
+        stats = model.non_trainable_variables
+    to_np = keras.ops.convert_to_numpy
+    return float(to_np(loss)), [to_np(g) for g in grads], [to_np(s) for s in stats]
+
+
+def assert_close(a, b, rtol=1e-5):
+    """Relative to each tensor's scale, so near-zero entries don't dominate."""
+    for u, v in zip(a, b, strict=True):
+        assert u.shape == v.shape
+        assert np.max(np.abs(u - v)) <= rtol * max(np.max(np.abs(u)), 1e-12)

@@ -1,0 +1,17 @@
+"""The examples in the docstrings of the modules that need no model build
+run as written (the others' examples build models: the tests cover them)."""
+
+import doctest
+import importlib
+
+import pytest
+
+QUICK_MODULES = ["backends", "checks", "checkpoints", "config", "files", "internals", "registry"]
+
+
+@pytest.mark.parametrize("name", QUICK_MODULES)
+def test_docstring_examples_run(name):
+    module = importlib.import_module(f"keras_densenet.{name}")
+    result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
+    assert result.attempted > 0, f"keras_densenet.{name} has no examples"
+    assert result.failed == 0

@@ -384,6 +384,12 @@ def train(
                 train_data,
                 validation_data=val_data,
                 batch_size=config.batch_size if config.data is None else None,
+                # Arrays (the digits) on one device: equal validation
+                # batches, so one compiled evaluation step.
+                validation_batch_size=(
+                    data_lib.even_batch_size(len(val_data[0]), config.batch_size)
+                    if isinstance(val_data, tuple) and plan is None else None
+                ),
                 # tf.data folders are shuffled by image_dataset_from_directory,
                 # the digits batches by augmented_batches.
                 shuffle=False,

@@ -52,7 +52,7 @@ def test_augmented_batches_shift_but_keep_labels():
     x = np.zeros((10, 32, 32, 1), "float32")
     x[:, 14:18, 14:18] = 255
     y = np.arange(10)
-    batches = data.augmented_batches(x, y, batch_size=4, max_shift=2, seed=0)
+    batches = data.augmented_batches(x, y, batch_size=4, max_shift=2, seed=0, drop_remainder=False)
     assert len(batches) == 3
     xb, yb = batches[0]
     assert sorted(yb) == sorted(y[batches.order[:4]])
@@ -191,3 +191,19 @@ def test_classifier_resizes_inside_and_defaults_to_inference():
     model.compile("sgd", "sparse_categorical_crossentropy")
     model.fit(x, np.array([0, 1]), verbose=0)
     assert any(not np.allclose(a, keras.ops.convert_to_numpy(v)) for a, v in zip(stats, model.non_trainable_weights))
+
+
+def test_training_batches_are_full_and_validation_batches_equal():
+    """One input shape per step: JAX and TensorFlow compile once per shape."""
+    x = np.zeros((70, 8, 8, 1), "float32")
+    y = np.arange(70) % 10
+    batches = data.augmented_batches(x, y, 32, max_shift=1, seed=0)
+    assert len(batches) == 2 and all(len(batches[i][0]) == 32 for i in range(len(batches)))
+    seen = {int(i) for i in batches.order[:64]}
+    batches.on_epoch_end()  # reshuffled: other images wait this time
+    assert {int(i) for i in batches.order[:64]} != seen
+    assert len(data.augmented_batches(x, y, 32, 1, 0, drop_remainder=False)) == 3
+    assert len(data.augmented_batches(x[:20], y[:20], 32, 1, 0)) == 1  # fewer than a batch: kept
+    assert data.even_batch_size(360, 32) == 180 and 360 % 180 == 0
+    assert data.even_batch_size(97, 32) == 97  # one batch
+    assert data.even_batch_size(1031, 32) == 32  # a prime above the cap: no even split

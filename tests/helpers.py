@@ -98,6 +98,19 @@ def loss_grads_stats(model, x, y):
     return float(to_np(loss)), [to_np(g) for g in grads], [to_np(s) for s in stats]
 
 
+def assert_same_training_step(reference, model, x, y) -> list:
+    """One training-mode step of `reference` and `model` gives the same loss,
+    gradients and moving statistics; returns `model`'s statistics."""
+    import pytest
+
+    loss_r, grads_r, stats_r = loss_grads_stats(reference, x, y)
+    loss_m, grads_m, stats_m = loss_grads_stats(model, x, y)
+    assert loss_m == pytest.approx(loss_r, rel=1e-5)
+    assert_close(grads_r, grads_m)
+    assert_close(stats_r, stats_m)
+    return stats_m
+
+
 def assert_close(a, b, rtol=1e-5):
     """Relative to each tensor's scale, so near-zero entries don't dominate."""
     for u, v in zip(a, b, strict=True):

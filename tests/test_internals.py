@@ -40,6 +40,7 @@ def test_keras_home_is_where_get_file_caches(tmp_path):
         assert os.path.dirname(os.path.dirname(path)) == os.path.expanduser(home)
     finally:
         os.remove(path)
+        os.rmdir(os.path.dirname(path))  # the test's own sub-directory
 
 
 def test_obtain_input_shape_and_validate_activation():

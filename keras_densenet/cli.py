@@ -23,7 +23,7 @@ from typing import Optional, Sequence
 # Keras-free modules only: keras (hence its backend) is imported by the
 # subcommands, after the arguments are checked and the backend is chosen.
 from keras_densenet import backends, bench, compile_cache, config, deploy, registry
-from keras_densenet.data import DataWarning
+from keras_densenet.data import MIN_IMAGE_SIZE, DataWarning
 
 #: Every `TrainConfig` default, by option name: the train options' defaults.
 _TRAIN = {f.name: f.default for f in dataclasses.fields(config.TrainConfig)}
@@ -88,7 +88,7 @@ def _add_train(sub) -> None:
                    "frozen (default: a third of --epochs)")
     p.add_argument("--batch-size", type=int, default=_TRAIN["batch_size"], help="batch size (default %(default)s)")
     p.add_argument("--image-size", type=int, default=_TRAIN["image_size"],
-                   help="input side in pixels, >= 32 (default %(default)s)")
+                   help=f"input side in pixels, >= {MIN_IMAGE_SIZE} (default %(default)s)")
     p.add_argument("--lr", type=float, default=_TRAIN["lr"], help="peak learning rate (default %(default)s)")
     p.add_argument("--bn-momentum", type=float, default=_TRAIN["bn_momentum"],
                    help="BatchNormalization momentum (default %(default)s; see below)")

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import keras_densenet as kd
-from keras_densenet import blocks, initialization, models, registry
+from keras_densenet import blocks, initialization, registry
 from tests.helpers import TINY, images, run
 
 #: The variants keras.applications has too, by the registry.

@@ -50,6 +50,9 @@ def test_table_lists_every_variant(capsys):
 
 
 HIDE_MODULES = os.path.join(os.path.dirname(__file__), "hide_modules")
+#: The cheapest command that prints the backend it ran on: `table` of one
+#: small model (all models take 3x as long).
+TABLE = ("table", "--models", "densenet_bc_100_k12")
 
 
 def run_cli(*argv, hide=(), keras_json=None, home=None, env=None):
@@ -77,7 +80,7 @@ def run_cli(*argv, hide=(), keras_json=None, home=None, env=None):
 def test_backend_option_takes_effect(position, tmp_path):
     other = "jax" if keras.backend.backend() != "jax" else "tensorflow"
     pytest.importorskip(other)
-    argv = ["--backend", other, "table"] if position == "before" else ["table", "--backend", other]
+    argv = ["--backend", other, *TABLE] if position == "before" else [*TABLE, "--backend", other]
     proc = run_cli(*argv, home=tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert f"backend: {other}" in proc.stdout
@@ -89,7 +92,7 @@ def test_cli_picks_an_installed_backend_without_tensorflow(keras_json, tmp_path)
     """README command 1 installs only JAX; keras then writes "tensorflow" into
     a new ~/.keras/keras.json. The next commands must still run."""
     pytest.importorskip("jax")
-    proc = run_cli("table", hide=("tensorflow",), home=tmp_path, keras_json=keras_json)
+    proc = run_cli(*TABLE, hide=("tensorflow",), home=tmp_path, keras_json=keras_json)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "backend: jax" in proc.stdout
     notes = [line for line in proc.stderr.splitlines() if line.startswith("keras-densenet:")]
@@ -99,7 +102,7 @@ def test_cli_picks_an_installed_backend_without_tensorflow(keras_json, tmp_path)
 
 
 def test_cli_requested_backend_not_installed_is_one_line(tmp_path):
-    proc = run_cli("--backend", "tensorflow", "table", hide=("tensorflow",), home=tmp_path)
+    proc = run_cli("--backend", "tensorflow", *TABLE, hide=("tensorflow",), home=tmp_path)
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0 and "Traceback" not in proc.stderr
     assert "tensorflow is not installed" in proc.stderr

@@ -1,9 +1,9 @@
 """Data-parallel training (keras_densenet.distribute) on the engines Keras supports.
 
 The device count is fixed when JAX / TensorFlow initialise, so the
-multi-device tests run a script in a subprocess with 8 virtual CPU devices
-(JAX: ``XLA_FLAGS=--xla_force_host_platform_device_count``) or 4 and 2
-logical CPU devices (TensorFlow: ``tf.config.set_logical_device_configuration``).
+multi-device tests run a script in a subprocess with virtual CPU devices:
+8 or 2 on JAX (``XLA_FLAGS=--xla_force_host_platform_device_count``), 2 on
+TensorFlow (``tf.config.set_logical_device_configuration``).
 They run in the suite of the backend they test; every backend runs the
 in-process ``--distribute`` test on its real local devices.
 """
@@ -191,7 +191,7 @@ def test_tf_batch_norm_is_per_replica_unless_synchronized():
     out = _run(_STEP + """
 shard = build()
 shard.set_weights(initial)
-_, weights_shard = step(shard, x[:4], y[:4])  # replica 0's slice on one device
+_, weights_shard = step(shard, x[:8], y[:8])  # replica 0's half on one device
 results = {}
 for memory_efficient in (False, True):
     for sync_bn in (False, True):
@@ -208,12 +208,12 @@ for memory_efficient in (False, True):
         )
 print(json.dumps(dict(devices=plan.num_devices, engine=plan.engine, loss_1=loss_1,
                       results=results)))
-""", devices=4)
-    assert out["devices"] == 4 and out["engine"] == "tf.distribute.MirroredStrategy"
+""", devices=2)
+    assert out["devices"] == 2 and out["engine"] == "tf.distribute.MirroredStrategy"
     for memory_efficient in (False, True):
         per_replica = out["results"][f"{memory_efficient}_False"]
         synced = out["results"][f"{memory_efficient}_True"]
-        # Per replica: each replica normalizes its own 4 images, and the
+        # Per replica: each replica normalizes its own 8 images, and the
         # moving statistics come from replica 0's slice, exactly as one
         # device trained on that slice alone; so the step is not the
         # single-device step (the batch really was split).

@@ -6,6 +6,11 @@ import gc
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+# The suite runs in two processes (`pytest -n 2`) that may share one GPU: JAX
+# and TensorFlow would each reserve most of its memory when they start, so the
+# second process would fail; allocate on demand instead (no effect on a CPU).
+os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+os.environ.setdefault("TF_FORCE_GPU_ALLOW_GROWTH", "true")
 # The CLI's JAX compilation cache (keras_densenet/compile_cache.py) stays off
 # in tests: no writes to ~/.cache; test_compile_cache.py turns it on itself.
 os.environ.setdefault("KERAS_DENSENET_COMPILATION_CACHE", "0")

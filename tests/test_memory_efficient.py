@@ -5,6 +5,8 @@ builder trains, weight files and .keras round trips, linear memory growth.
 imported), so `.keras` files load with safe mode on and no custom_objects.
 """
 
+import functools
+
 import keras
 import numpy as np
 import pytest
@@ -79,11 +81,9 @@ def test_keras_round_trip(tmp_path):
 def test_every_registered_variant_builds_memory_efficient(variant):
     row = registry.get_variant(variant)
     arch = row.arch
-    if row.builder is not None:  # its public builder (DenseNet121...) passes the option on
-        builder = getattr(kd, row.builder)
-        model = builder(weights=None, input_shape=(32, 32, 3), classes=3, memory_efficient=True)
-    else:
-        model = kd.build(variant, input_shape=(32, 32, 3), classes=3, memory_efficient=True)
+    # Through its public builder (DenseNet121...) where it has one: that passes the option on.
+    builder = getattr(kd, row.builder) if row.builder else functools.partial(kd.build, variant)
+    model = builder(weights=None, input_shape=(32, 32, 3), classes=3, memory_efficient=True)
     dense = [l for l in model.layers if isinstance(l, EfficientDenseLayer)]
     assert len(dense) == sum(arch.blocks)
     assert not any(l.name.endswith("_0_bn") for l in model.layers)

@@ -1,8 +1,8 @@
 """The connections of a 6-layer dense block: the tutorials' first exercise.
 
-Builds a real dense block with `keras_densenet.blocks.dense_block` (6 layers,
+Builds a real dense block with `keras_densenet.layers.blocks.dense_block` (6 layers,
 growth rate 12, 24 input channels), reads its connections back from the
-Keras graph (`keras_densenet.analysis.dense_blocks`: which channel slices of
+Keras graph (`keras_densenet.tools.analysis.dense_blocks`: which channel slices of
 the concatenation each layer's first convolution reads, checked against the
 kernel shapes) and draws them: layer l reads the block input x0 and every
 earlier layer's output, so L layers have L(L+1)/2 = 21 direct connections
@@ -19,7 +19,8 @@ import os
 
 import keras
 
-from keras_densenet import analysis, blocks
+from keras_densenet.tools import analysis
+from keras_densenet.layers import blocks
 
 
 def dense_block_model(num_layers, growth_rate, in_channels):

@@ -5,7 +5,7 @@ handwritten digits (32x32): a DenseNet-BC (depth 22, k=12: 3 blocks of 3
 bottleneck layers) and a CIFAR-style ResNet-8 (He et al.: 3 stages of one
 basic residual block, 16/32/64 filters). Parameters, multiply-accumulates and
 training activation memory per image are counted from the two Keras graphs
-(`keras_densenet.analysis`); accuracy and time come from training them. The
+(`keras_densenet.tools.analysis`); accuracy and time come from training them. The
 script then prints the same facts for the ImageNet models the paper compares
 (DenseNet-121/169/201 vs ResNet-50/101), and saves a bar chart.
 
@@ -32,7 +32,8 @@ import keras
 from keras import layers
 
 import keras_densenet
-from keras_densenet import analysis, data
+from keras_densenet.tools import analysis
+from keras_densenet.training import data
 
 
 def resnet_cifar(input_shape, classes, blocks_per_stage=1, widths=(16, 32, 64)):

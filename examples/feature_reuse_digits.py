@@ -4,7 +4,7 @@ Trains a DenseNet-BC (depth 40, k=12: 3 dense blocks of 6 bottleneck layers)
 on the embedded handwritten digits, then draws, for each dense block, the
 mean absolute weight that each layer's first convolution (and the transition
 or classifier after the block) gives to each earlier source: the block input
-(top row) and every earlier dense layer (`keras_densenet.analysis`).
+(top row) and every earlier dense layer (`keras_densenet.tools.analysis`).
 
 How to read it: a column is one reader (target), a row one source; blank
 cells are sources a target cannot read. Each column is divided by its
@@ -33,7 +33,8 @@ import keras
 import numpy as np
 
 import keras_densenet
-from keras_densenet import analysis, data
+from keras_densenet.tools import analysis
+from keras_densenet.training import data
 
 
 def summarize(reuse):

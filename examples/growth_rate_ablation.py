@@ -18,7 +18,7 @@ import os
 import keras
 
 import keras_densenet
-from keras_densenet import data
+from keras_densenet.training import data
 
 
 def train_one(k, args, ds):

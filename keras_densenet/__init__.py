@@ -20,20 +20,20 @@ __version__ = "0.1.0"
 # package imports its modules lazily (PEP 562): `keras-densenet --backend jax`
 # must be able to set $KERAS_BACKEND after `keras_densenet.cli` is imported.
 _EXPORTS = {
-    "DenseNet": "models",
-    "DenseNet121": "models",
-    "DenseNet161": "models",
-    "DenseNet169": "models",
-    "DenseNet201": "models",
-    "DenseNet264": "models",
-    "DenseNetBC": "models",
-    "build": "models",
-    "multiscale_features": "models",
-    "convert_checkpoint": "convert",
-    "decode_predictions": "imagenet",
-    "preprocess_input": "imagenet",
-    "VARIANTS": "registry",
-    "get_variant": "registry",
+    "DenseNet": "models.densenet",
+    "DenseNet121": "models.densenet",
+    "DenseNet161": "models.densenet",
+    "DenseNet169": "models.densenet",
+    "DenseNet201": "models.densenet",
+    "DenseNet264": "models.densenet",
+    "DenseNetBC": "models.densenet",
+    "build": "models.densenet",
+    "multiscale_features": "models.densenet",
+    "convert_checkpoint": "tools.convert",
+    "decode_predictions": "models.imagenet",
+    "preprocess_input": "models.imagenet",
+    "VARIANTS": "core.registry",
+    "get_variant": "core.registry",
 }
 
 __all__ = sorted(_EXPORTS)
@@ -53,7 +53,7 @@ def __dir__():
 
 #: The modules whose import registers this package's Keras layers (for
 #: `keras.saving.load_model` of memory-efficient and fused-BN models).
-_LAYER_MODULES = ("keras_densenet.efficient", "keras_densenet.fused")
+_LAYER_MODULES = ("keras_densenet.layers.efficient", "keras_densenet.layers.fused")
 
 
 def _register_layers() -> None:

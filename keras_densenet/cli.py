@@ -22,8 +22,13 @@ from typing import Optional, Sequence
 
 # Keras-free modules only: keras (hence its backend) is imported by the
 # subcommands, after the arguments are checked and the backend is chosen.
-from keras_densenet import backends, bench, compile_cache, config, deploy, registry
-from keras_densenet.data import MIN_IMAGE_SIZE, DataWarning
+from keras_densenet.core import backends
+from keras_densenet.tools import bench
+from keras_densenet.training import compile_cache
+from keras_densenet.training import config
+from keras_densenet.training import deploy
+from keras_densenet.core import registry
+from keras_densenet.training.data import MIN_IMAGE_SIZE, DataWarning
 
 #: Every `TrainConfig` default, by option name: the train options' defaults.
 _TRAIN = {f.name: f.default for f in dataclasses.fields(config.TrainConfig)}
@@ -102,7 +107,7 @@ def _add_train(sub) -> None:
     p.add_argument("--validation-split", type=float, default=_TRAIN["validation_split"],
                    help="held-out fraction (default %(default)s)")
     p.add_argument("--limit", type=int, help="digits only: use this many images (quick runs)")
-    # Data parallelism (keras_densenet.distribute):
+    # Data parallelism (keras_densenet.training.distribute):
     p.add_argument("--distribute", action="store_true",
                    help="data parallel on every local device (see below); "
                    "--batch-size becomes per device")
@@ -129,13 +134,13 @@ def _check_train(args) -> None:
 def _run_train(args) -> int:
     import warnings
 
-    from keras_densenet.train import train
+    from keras_densenet.training.train import train
 
     train_config = _train_config(args)
-    # Data parallelism (keras_densenet.distribute):
+    # Data parallelism (keras_densenet.training.distribute):
     plan = None
     if train_config.distribute:
-        from keras_densenet import distribute
+        from keras_densenet.training import distribute
 
         plan = distribute.data_parallel(sync_bn=train_config.sync_bn)
         print(plan.describe(train_config.batch_size, train_config.lr, train_config.lr_scaling))
@@ -230,7 +235,7 @@ def _add_table(sub) -> None:
         "table",
         help="the registered variants and ResNets: depth, parameters, MACs, memory, connections",
         description="Every registered variant plus keras.applications' ResNet-50/101/152, "
-        "with facts counted from the built graphs (keras_densenet.analysis): depth, "
+        "with facts counted from the built graphs (keras_densenet.tools.analysis): depth, "
         "parameters, multiply-accumulates, training activation memory per image "
         "(standard and memory-efficient), direct connections and channels per dense block.",
     )
@@ -241,7 +246,7 @@ def _add_table(sub) -> None:
 
 
 def _run_table(args) -> int:
-    from keras_densenet import analysis
+    from keras_densenet.tools import analysis
 
     rows = analysis.table(_csv(args.models) if args.models else None)
     print(analysis.format_table(rows, args.format))
@@ -281,7 +286,7 @@ def _add_bench(sub) -> None:
     p.add_argument("--time-batch", type=int, default=d["time_batch"], help="batch for step time (%(default)s)")
     p.add_argument("--rss-batch", type=int, default=d["rss_batch"], help="batch for peak RSS (%(default)s)")
     p.add_argument("--steps", type=int, default=d["steps"], help="timed steps / fit steps (%(default)s)")
-    # --measure throughput (keras_densenet.throughput)
+    # --measure throughput (keras_densenet.tools.throughput)
     p.add_argument("--throughput-variant", default=d["throughput_variant"],
                    help="variant for throughput (%(default)s)")
     p.add_argument("--throughput-size", type=int, default=d["throughput_size"],
@@ -333,7 +338,7 @@ def _check_convert(args) -> None:
 
 
 def _run_convert(args) -> int:
-    from keras_densenet.convert import convert_checkpoint
+    from keras_densenet.tools.convert import convert_checkpoint
 
     model = convert_checkpoint(args.src, args.dst, arch=args.arch)
     print(f"{args.src} -> {args.dst} ({model.name}, {model.count_params():,} parameters)")
@@ -366,7 +371,7 @@ def _add_reuse(sub) -> None:
 
 
 def _run_reuse(args) -> int:
-    from keras_densenet import analysis
+    from keras_densenet.tools import analysis
 
     model = analysis.load_for_reuse(args.model, args.weights)
     json_path, png_path = analysis.write_feature_reuse(model, args.out, normalize=args.normalize)

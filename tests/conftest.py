@@ -11,7 +11,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 # second process would fail; allocate on demand instead (no effect on a CPU).
 os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 os.environ.setdefault("TF_FORCE_GPU_ALLOW_GROWTH", "true")
-# The CLI's JAX compilation cache (keras_densenet/compile_cache.py) stays off
+# The CLI's JAX compilation cache (keras_densenet/training/compile_cache.py) stays off
 # in tests: no writes to ~/.cache; test_compile_cache.py turns it on itself.
 os.environ.setdefault("KERAS_DENSENET_COMPILATION_CACHE", "0")
 
@@ -69,7 +69,7 @@ def _clean_keras_state():
 @pytest.fixture
 def keras_home(tmp_path, monkeypatch):
     """An empty Keras cache directory, so downloads never hit the real cache."""
-    from keras_densenet import internals
+    from keras_densenet.core import internals
 
     home = tmp_path / "keras_home"
     home.mkdir()

@@ -5,7 +5,7 @@ test files import them by name (``from tests.helpers import TINY, run``)."""
 import keras
 import numpy as np
 
-from keras_densenet.registry import ArchConfig
+from keras_densenet.core.registry import ArchConfig
 
 BACKEND = keras.backend.backend()
 

@@ -1,4 +1,4 @@
-"""keras_densenet.analysis and the `table` / `reuse` commands: facts counted
+"""keras_densenet.tools.analysis and the `table` / `reuse` commands: facts counted
 from real graphs, checked against published figures and hand computations."""
 
 import json
@@ -11,7 +11,9 @@ from keras import layers
 from PIL import Image
 
 import keras_densenet
-from keras_densenet import analysis, cli, registry
+from keras_densenet.tools import analysis
+from keras_densenet import cli
+from keras_densenet.core import registry
 
 # torchvision's model cards: GFLOPS (really GMACs of convs + linear layers at
 # 224x224) and parameters (trainable: BN moving statistics are buffers).
@@ -254,7 +256,7 @@ def test_feature_reuse_memory_efficient_and_headless():
 
 
 def test_feature_reuse_of_a_trained_classifier():
-    from keras_densenet.train import TrainConfig, build_classifier
+    from keras_densenet.training.train import TrainConfig, build_classifier
 
     # `train`'s model: the DenseNet is nested, the classifier is outside it.
     model, _ = build_classifier(TrainConfig(depth=10, growth_rate=4), 3, 1)

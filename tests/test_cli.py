@@ -11,8 +11,9 @@ import pytest
 from PIL import Image
 
 import keras_densenet
-from keras_densenet import cli, registry
-from keras_densenet.train import TrainConfig, build_classifier
+from keras_densenet import cli
+from keras_densenet.core import registry
+from keras_densenet.training.train import TrainConfig, build_classifier
 from tests.helpers import TINY_TRAIN, cli_args
 
 TINY_ARGS = cli_args(**TINY_TRAIN, epochs=1)
@@ -282,7 +283,7 @@ def test_predict_raw_8x8_scans_like_training(capsys, tmp_path):
     accuracy = np.mean(np.array(predicted) == labels)
     assert accuracy >= 0.95, accuracy
     # The model resizes inside, exactly as the training data was resized.
-    from keras_densenet import data
+    from keras_densenet.training import data
 
     model = keras.saving.load_model(DIGITS_MODEL)
     scans = np.stack([keras.utils.img_to_array(keras.utils.load_img(p, color_mode="grayscale")) for p in paths[:8]])

@@ -1,9 +1,9 @@
-"""The train CLI's JAX persistent compilation cache (keras_densenet/compile_cache.py)."""
+"""The train CLI's JAX persistent compilation cache (keras_densenet/training/compile_cache.py)."""
 
 import keras
 import pytest
 
-from keras_densenet import compile_cache
+from keras_densenet.training import compile_cache
 from tests.helpers import BACKEND
 
 

@@ -1,4 +1,4 @@
-"""Data-parallel training (keras_densenet.distribute) on the engines Keras supports.
+"""Data-parallel training (keras_densenet.training.distribute) on the engines Keras supports.
 
 The device count is fixed when JAX / TensorFlow initialise, so the
 multi-device tests run a script in a subprocess with virtual CPU devices:
@@ -18,8 +18,10 @@ import keras
 import numpy as np
 import pytest
 
-from keras_densenet import cli, distribute, models
-from keras_densenet.train import TrainConfig, validate
+from keras_densenet import cli
+from keras_densenet.training import distribute
+from keras_densenet.models import densenet as models
+from keras_densenet.training.train import TrainConfig, validate
 
 from tests.helpers import BACKEND
 
@@ -47,7 +49,8 @@ _STEP = """
 import json
 import keras
 import numpy as np
-from keras_densenet import distribute, models
+from keras_densenet.training import distribute
+from keras_densenet.models import densenet as models
 
 def build(memory_efficient=False):
     keras.utils.set_random_seed(0)
@@ -231,8 +234,8 @@ def test_tf_train_distribute_sync_bn_splits_batches_and_saves_portable_bn(tmp_pa
 import json
 import keras
 import tensorflow as tf
-from keras_densenet import distribute
-from keras_densenet.train import TrainConfig, train
+from keras_densenet.training import distribute
+from keras_densenet.training.train import TrainConfig, train
 
 replicas = []
 original = tf.distribute.MirroredStrategy.experimental_distribute_dataset

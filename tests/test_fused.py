@@ -1,4 +1,4 @@
-"""fused_bn=True (keras_densenet/fused.py): PyTorch's fused BatchNormalization
+"""fused_bn=True (keras_densenet/layers/fused.py): PyTorch's fused BatchNormalization
 on the torch backend gives the stock layer's outputs, gradients and moving
 statistics, in the standard and memory-efficient graphs; files move between
 fused and stock models. On other backends the layer is Keras' own."""
@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 import keras_densenet as kd
-from keras_densenet import fused
-from keras_densenet.distribute import batch_norm_layers
+from keras_densenet.layers import fused
+from keras_densenet.training.distribute import batch_norm_layers
 from tests.helpers import BACKEND, TINY_CIFAR as TINY, assert_same_training_step, images
 
 

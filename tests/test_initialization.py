@@ -1,4 +1,4 @@
-"""Fast initialisation (keras_densenet/initialization.py): same distributions
+"""Fast initialisation (keras_densenet/layers/initialization.py): same distributions
 as Keras' initializers, reproducible, stock configs, on every backend."""
 
 import json
@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 
 import keras_densenet as kd
-from keras_densenet import initialization, internals
-from keras_densenet.initialization import fast_variables, sample
+from keras_densenet.layers import initialization
+from keras_densenet.core import internals
+from keras_densenet.layers.initialization import fast_variables, sample
 
 # A 3x3 conv kernel, 147k values: large enough for tight moment/KS checks.
 SHAPE = (3, 3, 128, 128)
@@ -102,7 +103,7 @@ def test_model_weights_follow_their_initializers(fast_everywhere, memory_efficie
     assert checked == 1 + 2 * 4 + 1  # stem, 2 convs per dense layer, transition
     # Stock initializers in the config: what .keras files save.
     config = json.loads(model.to_json())
-    assert '"HeNormal"' in model.to_json() and "keras_densenet.initialization" not in model.to_json()
+    assert '"HeNormal"' in model.to_json() and "keras_densenet.layers.initialization" not in model.to_json()
     (stem,) = [l for l in config["config"]["layers"] if l["name"] == "conv1_conv"]
     assert stem["config"]["kernel_initializer"]["module"] == "keras.initializers"
     # Dropout's seed generator (an unknown initializer) was initialised by Keras.

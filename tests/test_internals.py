@@ -1,5 +1,5 @@
 """The private Keras and JAX APIs the package relies on, all wrapped in
-keras_densenet/internals.py. If a test here fails, Keras or JAX changed one
+keras_densenet/core/internals.py. If a test here fails, Keras or JAX changed one
 of them: update the function of the same name in internals.py. Everything
 else in the package uses public APIs only (checked below)."""
 
@@ -11,7 +11,7 @@ import keras
 import numpy as np
 import pytest
 
-from keras_densenet import internals
+from keras_densenet.core import internals
 from tests.helpers import BACKEND
 
 PACKAGE = pathlib.Path(__file__).resolve().parent.parent / "keras_densenet"
@@ -20,8 +20,8 @@ PACKAGE = pathlib.Path(__file__).resolve().parent.parent / "keras_densenet"
 def test_private_apis_are_used_in_internals_only():
     private = re.compile(r"keras\.src\b|jax\._src\b|\._flatten_layers\b|\._deferred_initialize\b|\._initializer\b")
     offenders = [
-        f"{path.name}:{n}"
-        for path in sorted(PACKAGE.glob("*.py"))
+        f"{path.relative_to(PACKAGE)}:{n}"
+        for path in sorted(PACKAGE.rglob("*.py"))
         if path.name != "internals.py"
         for n, line in enumerate(path.read_text().splitlines(), 1)
         if private.search(line.split("#")[0])

@@ -12,8 +12,11 @@ import numpy as np
 import pytest
 
 import keras_densenet as kd
-from keras_densenet import blocks, cli, efficient, registry
-from keras_densenet.efficient import EfficientDenseLayer
+from keras_densenet.layers import blocks
+from keras_densenet import cli
+from keras_densenet.layers import efficient
+from keras_densenet.core import registry
+from keras_densenet.layers.efficient import EfficientDenseLayer
 from tests.helpers import BACKEND, TINY_CIFAR as TINY, assert_same_training_step, images
 
 
@@ -120,7 +123,7 @@ def test_bad_memory_efficient_argument():
 
 
 def _residuals(L, memory_efficient):
-    from keras_densenet.bench import residual_bytes
+    from keras_densenet.tools.bench import residual_bytes
 
     x = keras.Input((8, 8, 16))
     dense_block = efficient.dense_block if memory_efficient else blocks.dense_block

@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 
 import keras_densenet as kd
-from keras_densenet import blocks, initialization, registry
+from keras_densenet.layers import blocks
+from keras_densenet.layers import initialization
+from keras_densenet.core import registry
 from tests.helpers import TINY, images, run
 
 #: The variants keras.applications has too, by the registry.

@@ -8,8 +8,10 @@ import numpy as np
 import pytest
 
 import keras_densenet
-from keras_densenet import data, internals, train
-from keras_densenet.train import TrainConfig
+from keras_densenet.training import data
+from keras_densenet.core import internals
+from keras_densenet.training import train
+from keras_densenet.training.train import TrainConfig
 from tests.helpers import TINY_TRAIN
 
 TINY = dict(TINY_TRAIN, limit=60, batch_size=16, verbose=0)
@@ -157,7 +159,7 @@ def test_mixed_precision(policy, tmp_path):
 
 
 def test_memory_efficient(tmp_path):
-    from keras_densenet.efficient import EfficientDenseLayer
+    from keras_densenet.layers.efficient import EfficientDenseLayer
 
     result = train.train(TrainConfig(memory_efficient=True, epochs=1, output=str(tmp_path), **TINY))
     assert len(result.history) == 1

@@ -59,10 +59,11 @@ import math
 
 import keras
 
-from keras_densenet import checks, internals
+from keras_densenet.core import checks
+from keras_densenet.core import internals
 # Learning-rate scaling rules, for a global batch `num_devices` times larger
 # (kept with the other training options, keras-free, for the CLI's checks).
-from keras_densenet.config import LR_SCALING
+from keras_densenet.training.config import LR_SCALING
 
 #: Engine names, as `DataParallelPlan.engine` reports them.
 JAX_ENGINE = "keras.distribution.DataParallel"
@@ -134,7 +135,7 @@ def set_synchronized_batch_norm(model: keras.layers.Layer, enabled: bool = True)
     Example:
 
     >>> import keras_densenet
-    >>> from keras_densenet.distribute import set_synchronized_batch_norm
+    >>> from keras_densenet.training.distribute import set_synchronized_batch_norm
     >>> model = keras_densenet.DenseNetBC(10, 4, classes=2, input_shape=(32, 32, 3))
     >>> set_synchronized_batch_norm(model)  # doctest: +SKIP
     9

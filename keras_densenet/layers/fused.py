@@ -26,7 +26,7 @@ statistics match the stock layer (tests: ``tests/test_fused.py``).
 Example:
 
 >>> import keras
->>> from keras_densenet.fused import BatchNormalization
+>>> from keras_densenet.layers.fused import BatchNormalization
 >>> bn = BatchNormalization(axis=-1, name="conv1_bn")
 >>> bn(keras.ops.ones((2, 4, 4, 3))).shape
 (2, 4, 4, 3)

@@ -13,7 +13,7 @@ turns it off, and a cache directory already configured for JAX (e.g.
 
 Example::
 
-    from keras_densenet import compile_cache
+    from keras_densenet.training import compile_cache
     compile_cache.enable()  # -> the directory, or None when not applicable
 """
 

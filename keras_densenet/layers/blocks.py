@@ -5,10 +5,10 @@ with deterministic names. The names are keras.applications' own
 (``conv1_conv``, ``conv2_block1_1_conv``, ``pool2_conv``, ``bn``,
 ``predictions``), so its ImageNet files load unchanged, and they map
 one-to-one onto torchvision's state-dict keys through the table
-`keras_densenet.checkpoints.LAYER_NAMES`.
+`keras_densenet.weights.checkpoints.LAYER_NAMES`.
 
-The memory-efficient dense block (`keras_densenet.efficient`) builds on these
-blocks; `keras_densenet.models` chooses between the two.
+The memory-efficient dense block (`keras_densenet.layers.efficient`) builds on these
+blocks; `keras_densenet.models.densenet` chooses between the two.
 
 Example:
 
@@ -27,8 +27,8 @@ import dataclasses
 
 from keras import layers
 
-from keras_densenet import fused
-from keras_densenet.registry import KERAS_BN_EPSILON
+from keras_densenet.layers import fused
+from keras_densenet.core.registry import KERAS_BN_EPSILON
 
 #: Default BatchNormalization epsilon: keras.applications' value, so that its
 #: ImageNet files reproduce their published accuracy.
@@ -149,7 +149,7 @@ def dense_block(
 
     The output has ``in_channels + num_layers * growth_rate`` channels.
     `layer_kwargs` go to `dense_layer` (bottleneck, bn_size, drop_rate).
-    `keras_densenet.efficient.dense_block` is the memory-efficient
+    `keras_densenet.layers.efficient.dense_block` is the memory-efficient
     counterpart: same math and weights, activations recomputed in the
     backward pass.
     """

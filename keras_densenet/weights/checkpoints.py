@@ -1,7 +1,7 @@
 """Reading PyTorch DenseNet checkpoints and mapping them onto Keras layers.
 
-This module sits below both `keras_densenet.weights` (which loads files into
-models) and `keras_densenet.convert` (which writes converted files): it
+This module sits below both `keras_densenet.weights.loading` (which loads files into
+models) and `keras_densenet.tools.convert` (which writes converted files): it
 reads a state dict, renames and transposes it with the one name table
 `LAYER_NAMES`, and assigns the result to a model, all or nothing. It does
 not import keras.
@@ -37,7 +37,7 @@ from typing import Optional
 
 import numpy as np
 
-from keras_densenet.registry import ArchConfig
+from keras_densenet.core.registry import ArchConfig
 
 #: File endings read as PyTorch state dicts.
 TORCH_SUFFIXES = (".pth", ".pt", ".bin", ".safetensors")

@@ -8,7 +8,7 @@ keras: its workers choose their own backends).
 Example:
 
 >>> import os, tempfile
->>> from keras_densenet.files import atomic_path, atomic_write
+>>> from keras_densenet.core.files import atomic_path, atomic_write
 >>> path = os.path.join(tempfile.mkdtemp(), "note.txt")
 >>> def write(tmp):
 ...     with open(tmp, "w") as f:

@@ -16,10 +16,11 @@ from typing import TYPE_CHECKING, Optional, Sequence
 
 import numpy as np
 
-from keras_densenet import checks, registry
-from keras_densenet.config import CLASS_NAMES_FILE
-from keras_densenet.data import resize_images
-from keras_densenet.files import atomic_path
+from keras_densenet.core import checks
+from keras_densenet.core import registry
+from keras_densenet.training.config import CLASS_NAMES_FILE
+from keras_densenet.training.data import resize_images
+from keras_densenet.core.files import atomic_path
 
 if TYPE_CHECKING:  # keras is imported lazily: the CLI sets the backend first
     import keras
@@ -214,7 +215,8 @@ def predict(
             probs = keras.ops.convert_to_numpy(model.predict(_resize_all(arrays, size), verbose=0))
         return _top_k(probs, names, top)
 
-    from keras_densenet import imagenet, models
+    from keras_densenet.models import imagenet
+    from keras_densenet.models import densenet as models
 
     variant = registry.get_variant(arch)
     if weights is None:

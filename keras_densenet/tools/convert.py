@@ -1,7 +1,7 @@
 """PyTorch (torchvision, timm) DenseNet checkpoints to Keras files, with exact parity.
 
 Reading a checkpoint and mapping its keys onto Keras layers is
-`keras_densenet.checkpoints`' job (its `LAYER_NAMES` is the name table);
+`keras_densenet.weights.checkpoints`' job (its `LAYER_NAMES` is the name table);
 this module builds the matching Keras model, fills it and writes it.
 
 Models converted from PyTorch use PyTorch's BatchNormalization epsilon
@@ -10,7 +10,7 @@ PyTorch, so the logits match to float32 round-off.
 
 Example:
 
->>> from keras_densenet.convert import convert_checkpoint
+>>> from keras_densenet.tools.convert import convert_checkpoint
 >>> model = convert_checkpoint("densenet121-a639ec97.pth",
 ...                            "densenet121.keras")  # doctest: +SKIP
 """
@@ -20,8 +20,9 @@ from __future__ import annotations
 import os
 from typing import Union
 
-from keras_densenet import models, registry
-from keras_densenet.checkpoints import (
+from keras_densenet.models import densenet as models
+from keras_densenet.core import registry
+from keras_densenet.weights.checkpoints import (
     assign,
     describe,
     detect_arch,
@@ -29,8 +30,8 @@ from keras_densenet.checkpoints import (
     read_state_dict,
     state_to_table,
 )
-from keras_densenet.files import atomic_path
-from keras_densenet.registry import ArchConfig
+from keras_densenet.core.files import atomic_path
+from keras_densenet.core.registry import ArchConfig
 
 #: File endings `convert_checkpoint` writes.
 OUTPUT_SUFFIXES = (".keras", ".weights.h5")
@@ -115,7 +116,7 @@ def build_converted(path, arch=None, *, classifier_activation="softmax", data_fo
 
 def save(model, dst) -> str:
     """Saves `model` (`.keras`) or its weights (`.weights.h5`) to `dst`,
-    whole or not at all (`keras_densenet.files.atomic_path`).
+    whole or not at all (`keras_densenet.core.files.atomic_path`).
 
     Raises:
         ValueError: unsupported ending or missing directory.

@@ -28,7 +28,7 @@ TensorFlow and torch); ``KERAS_DENSENET_FAST_INIT=1`` turns it on everywhere,
 Example:
 
 >>> import keras
->>> from keras_densenet.initialization import fast_variables
+>>> from keras_densenet.layers.initialization import fast_variables
 >>> with fast_variables():
 ...     layer = keras.layers.Dense(4, kernel_initializer="he_normal")
 ...     y = layer(keras.Input((8,)))
@@ -46,7 +46,7 @@ from typing import Iterator, Optional
 import keras
 import numpy as np
 
-from keras_densenet import internals
+from keras_densenet.core import internals
 
 #: Environment variable that turns the fast path off (``0``/``false``/``no``).
 ENV_SWITCH = "KERAS_DENSENET_FAST_INIT"
@@ -180,7 +180,7 @@ def sample(initializer, shape, dtype: str = "float32") -> Optional[np.ndarray]:
 def fast_variables(active: Optional[bool] = None) -> Iterator[None]:
     """Creates the variables of layers built inside, then fills them with `sample`.
 
-    It needs Keras internals, wrapped in `keras_densenet.internals`: the
+    It needs Keras internals, wrapped in `keras_densenet.core.internals`: the
     list of uninitialised variables and each variable's initializer hooks.
     If they are missing, or when already inside a stateless scope, or
     `active` is False (default: `enabled()`), layers initialise as usual.
@@ -230,7 +230,7 @@ def shape_only() -> Iterator[None]:
     (`keras.StatelessScope` with ``initialize_variables=False``), and they are
     kept off Keras' list of variables to initialize later
     (`internals.uninitialized_variables`). Counting parameters or MACs needs only
-    shapes (`keras_densenet.analysis`). Models built here cannot be run or
+    shapes (`keras_densenet.tools.analysis`). Models built here cannot be run or
     trained.
 
     Example:

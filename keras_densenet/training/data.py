@@ -30,7 +30,7 @@ from typing import Optional
 
 import numpy as np
 
-from keras_densenet import checks
+from keras_densenet.core import checks
 
 #: Smallest input side the CLI accepts (CIFAR DenseNets are designed for 32).
 MIN_IMAGE_SIZE = 32

@@ -5,7 +5,7 @@ keras (and a backend) is imported, so a bad option is answered at once.
 
 Example:
 
->>> from keras_densenet.config import TrainConfig, validate
+>>> from keras_densenet.training.config import TrainConfig, validate
 >>> validate(TrainConfig(epochs=0))
 Traceback (most recent call last):
 ...
@@ -17,8 +17,9 @@ from __future__ import annotations
 import dataclasses
 from typing import Optional
 
-from keras_densenet import checks, registry
-from keras_densenet import data as data_lib
+from keras_densenet.core import checks
+from keras_densenet.core import registry
+from keras_densenet.training import data as data_lib
 
 #: Default BatchNormalization momentum for training from scratch. Keras'
 #: 0.99 makes the moving statistics average over ~100 steps; an epoch of the
@@ -40,7 +41,7 @@ PLOT_FILE = "learning_curve.png"
 CLASS_NAMES_FILE = "class_names.json"
 BACKUP_DIR = "backup"
 #: How `distribute` scales the learning rate with the number of devices
-#: (see `keras_densenet.distribute.scale_batch_and_lr`).
+#: (see `keras_densenet.training.distribute.scale_batch_and_lr`).
 LR_SCALING = ("sqrt", "linear", "none")
 
 
@@ -75,7 +76,7 @@ class TrainConfig:
         limit: digits only: train on this many images (quick tests).
         verbose: `model.fit` verbosity (``"auto"`` shows progress bars).
         distribute: data-parallel training on every local device with the
-            active backend's engine (`keras_densenet.distribute`);
+            active backend's engine (`keras_densenet.training.distribute`);
             `batch_size` is then per device and `lr` is scaled by
             `lr_scaling`.
         sync_bn: with `distribute` on TensorFlow: synchronized

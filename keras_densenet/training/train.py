@@ -21,7 +21,7 @@ no separate preprocessing.
 
 Example:
 
->>> from keras_densenet.train import TrainConfig, train
+>>> from keras_densenet.training.train import TrainConfig, train
 >>> result = train(TrainConfig(depth=10, epochs=1, limit=100, output="/tmp/run"))  # doctest: +SKIP
 >>> sorted(p.rsplit("/", 1)[-1] for p in result.files())  # doctest: +SKIP
 ['class_names.json', 'learning_curve.png', 'log.csv', 'model.keras']
@@ -41,13 +41,13 @@ from typing import Optional, Sequence
 
 import keras
 
-from keras_densenet import data as data_lib
-from keras_densenet import distribute as distribute_lib
-from keras_densenet import models
-from keras_densenet.files import atomic_path, atomic_write
+from keras_densenet.training import data as data_lib
+from keras_densenet.training import distribute as distribute_lib
+from keras_densenet.models import densenet as models
+from keras_densenet.core.files import atomic_path, atomic_write
 # The options and their checks live in a keras-free module, so the CLI can
 # reject bad arguments before importing keras; re-exported here.
-from keras_densenet.config import (  # noqa: F401
+from keras_densenet.training.config import (  # noqa: F401
     BACKUP_DIR,
     BN_MOMENTUM,
     CLASS_NAMES_FILE,
@@ -303,7 +303,7 @@ def train(
     True
     """
     validate(config)
-    # Data parallelism (keras_densenet.distribute):
+    # Data parallelism (keras_densenet.training.distribute):
     plan = distribution
     if plan is None and config.distribute:
         plan = distribute_lib.data_parallel(sync_bn=config.sync_bn)

@@ -19,7 +19,7 @@ Three measurements, standard vs ``memory_efficient=True``:
 * ``throughput``: inference and training images/s of this package's model
   against keras.applications' DenseNet and a native PyTorch DenseNet, in
   alternating rounds in one process per backend, with peak training memory
-  where the backend reports it (`keras_densenet.throughput`).
+  where the backend reports it (`keras_densenet.tools.throughput`).
 
 Each measurement runs in a fresh subprocess, since the Keras backend is fixed
 at import and peak RSS is per process.
@@ -40,9 +40,12 @@ import subprocess
 import sys
 from typing import Optional, Sequence
 
-from keras_densenet import backends as backends_lib
-from keras_densenet import checks, config, internals, registry
-from keras_densenet.files import atomic_write
+from keras_densenet.core import backends as backends_lib
+from keras_densenet.core import checks
+from keras_densenet.training import config
+from keras_densenet.core import internals
+from keras_densenet.core import registry
+from keras_densenet.core.files import atomic_write
 
 MEASURES = ("activations", "time", "rss", "throughput", "build")
 #: What runs when no measure is named (throughput is long: ask for it).
@@ -71,7 +74,7 @@ def residual_bytes(model, batch_size: int) -> int:
 
         # KERAS_BACKEND=jax
         import keras_densenet
-        from keras_densenet.bench import residual_bytes
+        from keras_densenet.tools.bench import residual_bytes
         residual_bytes(keras_densenet.DenseNetBC(40, 12), batch_size=1)
     """
     import jax
@@ -159,7 +162,7 @@ def build_seconds(variant: str, source: str) -> float:
 
     import keras
 
-    from keras_densenet import models
+    from keras_densenet.models import densenet as models
 
     start = time.perf_counter()
     if source == "keras_applications":
@@ -174,7 +177,7 @@ def _worker(job: dict) -> dict:
     if kind == "build":
         return {"seconds": build_seconds(**job)}
     if kind == "throughput":
-        from keras_densenet import throughput
+        from keras_densenet.tools import throughput
 
         return throughput.measure(job.pop("variant"), **job)
     if kind == "activations":
@@ -188,7 +191,7 @@ def _spawn(backend: str, job: dict) -> dict:
     # JAX must not take most of the GPU at start-up: native PyTorch shares it.
     env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="3", XLA_PYTHON_CLIENT_PREALLOCATE="false")
     proc = subprocess.run(
-        [sys.executable, "-m", "keras_densenet.bench", json.dumps(job)],
+        [sys.executable, "-m", "keras_densenet.tools.bench", json.dumps(job)],
         env=env,
         capture_output=True,
         text=True,
@@ -268,7 +271,7 @@ def run(
 
     Example::
 
-        from keras_densenet import bench
+        from keras_densenet.tools import bench
         bench.run(["time"], backends=["jax"], steps=3)
     """
     out = out or sys.stdout
@@ -383,5 +386,5 @@ def write_json(results: dict, path: str) -> None:
     atomic_write(os.path.abspath(path), write)
 
 
-if __name__ == "__main__":  # worker: python -m keras_densenet.bench '{json job}'
+if __name__ == "__main__":  # worker: python -m keras_densenet.tools.bench '{json job}'
     print(json.dumps(_worker(json.loads(sys.argv[1]))))

@@ -45,10 +45,12 @@ import keras
 import numpy as np
 from keras import layers
 
-from keras_densenet import deploy, models, registry
-from keras_densenet.files import atomic_write
-from keras_densenet.initialization import shape_only  # noqa: F401  (re-exported)
-from keras_densenet.efficient import EfficientDenseLayer
+from keras_densenet.training import deploy
+from keras_densenet.models import densenet as models
+from keras_densenet.core import registry
+from keras_densenet.core.files import atomic_write
+from keras_densenet.layers.initialization import shape_only  # noqa: F401  (re-exported)
+from keras_densenet.layers.efficient import EfficientDenseLayer
 
 #: keras.applications' ResNets, the paper's comparison (name -> builder name).
 RESNETS = {"resnet50": "ResNet50", "resnet101": "ResNet101", "resnet152": "ResNet152"}
@@ -239,7 +241,7 @@ def activation_bytes(model: keras.Model) -> int:
 
     This is the standard implementation's ideal. Real backends differ a
     little: on TensorFlow and PyTorch the memory-efficient layer also keeps
-    its 4k-channel bottleneck output (see `keras_densenet.efficient`), and
+    its 4k-channel bottleneck output (see `keras_densenet.layers.efficient`), and
     ``keras-densenet bench --measure activations`` measures what JAX keeps.
 
     Example:
@@ -653,7 +655,7 @@ TABLE_NOTES = (
     "params: with the classifier (1000 classes; 10 for CIFAR variants); trainable: without BN moving statistics.",
     "GMACs: multiply-accumulates of convs and Dense layers, one image at the given input size.",
     "train act.: activations kept for the backward pass per image (MB = 1e6 bytes), standard "
-    "and memory-efficient graphs; see keras_densenet.analysis.activation_bytes.",
+    "and memory-efficient graphs; see keras_densenet.tools.analysis.activation_bytes.",
     "connections: L(L+1)/2 per dense block; channels: k0 + k*L after each block.",
 )
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Optional
 
-from keras_densenet import checks
+from keras_densenet.core import checks
 
 #: BatchNormalization epsilon of keras.applications' DenseNet graphs and files.
 KERAS_BN_EPSILON = 1.001e-5

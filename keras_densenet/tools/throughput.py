@@ -12,7 +12,7 @@ for this package's model (``ours``; on torch also ``ours_channels_first``,
 and ``ours_memory_efficient`` in training), keras.applications' DenseNet of
 the same variant (``keras_applications``, when it has one) and a native
 PyTorch DenseNet (``native``: torchvision's when it imports, else
-`keras_densenet.torch_densenet`; ``native_memory_efficient`` in training;
+`keras_densenet.tools.torch_densenet`; ``native_memory_efficient`` in training;
 ``native_channels_last`` on CUDA), whenever torch is installed. The batch is
 already on the device. Peak training memory beyond weights and optimizer
 state, per image, where the backend can tell: ``torch.cuda.max_memory_allocated``
@@ -20,13 +20,13 @@ state, per image, where the backend can tell: ``torch.cuda.max_memory_allocated`
 training step (``memory_analysis()``, JAX, any device) and
 ``tf.config.experimental.get_memory_info`` (TensorFlow on GPU).
 
-`keras_densenet.bench` runs it in a fresh process per backend
+`keras_densenet.tools.bench` runs it in a fresh process per backend
 (``keras-densenet bench --measure throughput``).
 
 Example::
 
     # KERAS_BACKEND=jax
-    from keras_densenet import throughput
+    from keras_densenet.tools import throughput
     result = throughput.measure("densenet121", image_size=64, batch_size=8, rounds=3)
     result["training"]["ours"]["images_per_s"]
 """
@@ -42,9 +42,10 @@ from typing import Callable, Dict, Optional, Sequence
 import keras
 import numpy as np
 
-from keras_densenet import config, registry
-from keras_densenet import models as kd
-from keras_densenet.registry import ArchConfig
+from keras_densenet.training import config
+from keras_densenet.core import registry
+from keras_densenet.models import densenet as kd
+from keras_densenet.core.registry import ArchConfig
 
 MODES = ("inference", "training")
 PRECISIONS = config.DTYPE_POLICIES
@@ -186,7 +187,7 @@ def _keras_models(variant, image_size: int, precision: str, training: bool) -> d
             # PyTorch's native layout: no transposes around each conv.
             cf = _ours(variant, input_shape=(3, image_size, image_size), data_format="channels_first")
             models["ours_channels_first"] = (cf, True)
-            # PyTorch's fused BatchNormalization kernel (keras_densenet.fused).
+            # PyTorch's fused BatchNormalization kernel (keras_densenet.layers.fused).
             models["ours_fused_bn"] = (_ours(variant, input_shape=shape, fused_bn=True), False)
             models["ours_channels_first_fused_bn"] = (
                 _ours(variant, input_shape=(3, image_size, image_size), data_format="channels_first", fused_bn=True),
@@ -216,7 +217,7 @@ def _native_models(variant, training: bool) -> dict:
     torch = _torch()
     if torch is None:
         return {}
-    from keras_densenet.torch_densenet import native_densenet
+    from keras_densenet.tools.torch_densenet import native_densenet
 
     arch = _arch(variant)
     if arch.stem != "imagenet" or not arch.bottleneck or arch.compression != 0.5:

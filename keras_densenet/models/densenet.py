@@ -14,10 +14,15 @@ from typing import Optional, Sequence
 
 import keras
 
-from keras_densenet import blocks, checks, efficient, initialization, internals, registry
-from keras_densenet import weights as weights_lib
-from keras_densenet.blocks import BN_MOMENTUM
-from keras_densenet.registry import ArchConfig, Variant
+from keras_densenet.layers import blocks
+from keras_densenet.core import checks
+from keras_densenet.layers import efficient
+from keras_densenet.layers import initialization
+from keras_densenet.core import internals
+from keras_densenet.core import registry
+from keras_densenet.weights import loading as weights_lib
+from keras_densenet.layers.blocks import BN_MOMENTUM
+from keras_densenet.core.registry import ArchConfig, Variant
 
 POOLINGS = (None, "avg", "max")
 DATA_FORMATS = ("channels_last", "channels_first")
@@ -271,7 +276,7 @@ def DenseNet(
             depth, for some extra compute. Same math and weight list as the
             standard graph; see the README.
         fused_bn: BatchNormalization through PyTorch's fused kernel on the
-            torch backend (`keras_densenet.fused`); same weights, names and
+            torch backend (`keras_densenet.layers.fused`); same weights, names and
             results, no effect on other backends.
 
     Returns:

@@ -47,8 +47,8 @@ from typing import Optional
 import keras
 from keras import layers, ops
 
-from keras_densenet import fused
-from keras_densenet.blocks import BN_EPSILON, CONV_INITIALIZER, LayerOptions
+from keras_densenet.layers import fused
+from keras_densenet.layers.blocks import BN_EPSILON, CONV_INITIALIZER, LayerOptions
 
 #: Backends whose checkpoint (tf.recompute_grad, torch.utils.checkpoint)
 #: replays the whole wrapped function in the backward pass.
@@ -100,7 +100,7 @@ class EfficientDenseLayer(layers.Layer):
     Example:
 
     >>> import keras
-    >>> from keras_densenet.efficient import EfficientDenseLayer
+    >>> from keras_densenet.layers.efficient import EfficientDenseLayer
     >>> a, b = keras.Input((8, 8, 16)), keras.Input((8, 8, 12))
     >>> EfficientDenseLayer(12, name="conv2_block2")([a, b]).shape
     (None, 8, 8, 12)
@@ -182,7 +182,7 @@ class EfficientDenseLayer(layers.Layer):
         h = feats[0] if len(feats) == 1 else ops.concatenate(feats, axis=self.axis)
         stats = []
         # Synchronized BN (TensorFlow strategies) follows the weight holders'
-        # flag, which `keras_densenet.distribute` sets on every BN layer.
+        # flag, which `keras_densenet.training.distribute` sets on every BN layer.
         synchronized = self.bn0.synchronized
         fused_bn = self.fused_bn and keras.backend.backend() == "torch"
         for padding in paddings:
@@ -317,7 +317,7 @@ def saved_memory_efficient(weights) -> Optional[bool]:
 
     Example:
 
-    >>> from keras_densenet.efficient import saved_memory_efficient
+    >>> from keras_densenet.layers.efficient import saved_memory_efficient
     >>> saved_memory_efficient("imagenet") is None
     True
     """

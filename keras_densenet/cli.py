@@ -22,7 +22,7 @@ from typing import Optional, Sequence
 
 # Keras-free modules only: keras (hence its backend) is imported by the
 # subcommands, after the arguments are checked and the backend is chosen.
-from keras_densenet.core import backends
+from keras_densenet.core import backends, extras
 from keras_densenet.tools import bench
 from keras_densenet.training import compile_cache
 from keras_densenet.training import config
@@ -128,6 +128,7 @@ def _train_config(args):
 
 
 def _check_train(args) -> None:
+    extras.require("train", "keras-densenet train")
     _train_config(args)
 
 
@@ -190,6 +191,7 @@ def _predict_arguments(args) -> dict:
 
 
 def _check_predict(args) -> None:
+    extras.require("train", "keras-densenet predict")  # reading image files
     deploy.check_predict(args.images, **_predict_arguments(args))
 
 
@@ -367,7 +369,11 @@ def _add_reuse(sub) -> None:
     p.add_argument("--out", required=True, metavar="DIR", help="output directory")
     p.add_argument("--normalize", action="store_true",
                    help="plot each target's column relative to its largest cell (JSON stays raw)")
-    p.set_defaults(func=_run_reuse)
+    p.set_defaults(func=_run_reuse, check=_check_reuse)
+
+
+def _check_reuse(args) -> None:
+    extras.require("train", "keras-densenet reuse")  # the heatmap
 
 
 def _run_reuse(args) -> int:
@@ -472,7 +478,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if getattr(args, "check", None) is not None:
             args.check(args)
         backend, note = backends.choose(args.backend)
-    except ValueError as e:
+    except (ValueError, extras.MissingExtraError) as e:
         return _error(args.command, e, subparser)
     os.environ["KERAS_BACKEND"] = backend
     current = _keras_backend_mismatch()
@@ -489,7 +495,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"keras-densenet: {note}", file=sys.stderr)
     try:
         return args.func(args) or 0
-    except (ValueError, FileNotFoundError, NotADirectoryError, PermissionError) as e:
+    except (ValueError, FileNotFoundError, NotADirectoryError, PermissionError,
+            extras.MissingExtraError) as e:
         return _error(args.command, e, subparser)
     except KeyboardInterrupt:
         print(f"keras-densenet {args.command}: interrupted", file=sys.stderr)

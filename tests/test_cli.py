@@ -109,6 +109,35 @@ def test_cli_requested_backend_not_installed_is_one_line(tmp_path):
     assert "tensorflow is not installed" in proc.stderr
 
 
+@pytest.mark.parametrize("hidden", ["sklearn", "matplotlib", "PIL"])
+@pytest.mark.parametrize("command", ["train", "predict", "reuse"])
+def test_missing_train_extra_is_one_line_naming_it(command, hidden, tmp_path):
+    """A core install (no [train] extra): the commands that need it say so at
+    once, in one line with the install command, exit 2, and the library
+    functions raise the same error."""
+    argv = {"train": ["train", "--out", str(tmp_path / "run")],
+            "predict": ["predict", "--model", DIGITS_MODEL, DIGITS_MODEL],
+            "reuse": ["reuse", "densenet_bc_100_k12", "--weights", "none", "--out", str(tmp_path)]}[command]
+    proc = run_cli(*argv, hide=(hidden,), home=tmp_path)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert f"keras-densenet {command}: error:" in proc.stderr
+    assert f"{hidden} not installed" in proc.stderr
+    assert 'pip install "keras-densenet[train]"' in proc.stderr
+    assert not (tmp_path / "run").exists()
+
+
+def test_missing_extra_in_the_library_names_it():
+    code = ("from keras_densenet.training import data\n"
+            "try:\n    data.load_digits_dataset()\n"
+            "except ImportError as e:\n    print(type(e).__name__, e)\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([HIDE_MODULES, os.environ.get("PYTHONPATH", "")]),
+           "KD_HIDE_MODULES": "sklearn"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300).stdout
+    assert out.startswith("MissingExtraError the bundled digits dataset needs the [train] extra"), out
+    assert 'pip install "keras-densenet[train]"' in out
+
+
 def test_bad_arguments_are_answered_before_keras_is_imported(tmp_path):
     """`train --epochs 0` must not wait for keras and a backend to load."""
     code = (

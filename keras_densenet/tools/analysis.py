@@ -47,7 +47,7 @@ from keras import layers
 
 from keras_densenet.training import deploy
 from keras_densenet.models import densenet as models
-from keras_densenet.core import registry
+from keras_densenet.core import extras, registry
 from keras_densenet.core.files import atomic_write
 from keras_densenet.layers.initialization import shape_only  # noqa: F401  (re-exported)
 from keras_densenet.layers.efficient import EfficientDenseLayer
@@ -497,8 +497,7 @@ def plot_feature_reuse(reuse: dict, path, title: Optional[str] = None, normalize
         reuse = feature_reuse(model)
         plot_feature_reuse(reuse, "reuse.png")
     """
-    import matplotlib
-
+    matplotlib = extras.import_from("train", "matplotlib", "the feature-reuse heatmap")
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 

@@ -30,7 +30,7 @@ from typing import Optional
 
 import numpy as np
 
-from keras_densenet.core import checks
+from keras_densenet.core import checks, extras
 
 #: Smallest input side the CLI accepts (CIFAR DenseNets are designed for 32).
 MIN_IMAGE_SIZE = 32
@@ -100,6 +100,7 @@ def load_digits_dataset(
     >>> len(ds.x_train) + len(ds.x_val)
     100
     """
+    extras.require("train", "the bundled digits dataset")
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 
@@ -283,7 +284,7 @@ def scan_image_folder(data) -> FolderScan:
     ...
     ValueError: `data` directory not found: '/nonexistent'
     """
-    from PIL import Image
+    Image = extras.import_from("train", "PIL.Image", "reading image folders")
 
     data = os.fspath(data)
     if not os.path.isdir(data):

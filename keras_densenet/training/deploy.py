@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Optional, Sequence
 
 import numpy as np
 
-from keras_densenet.core import checks
+from keras_densenet.core import checks, extras
 from keras_densenet.core import registry
 from keras_densenet.training.config import CLASS_NAMES_FILE
 from keras_densenet.training.data import resize_images
@@ -111,6 +111,7 @@ def read_images(paths: Sequence, channels: int) -> list:
     """
     import keras
 
+    extras.require("train", "reading image files")  # keras.utils.load_img uses Pillow
     arrays = []
     for path in paths:
         path = os.fspath(path)

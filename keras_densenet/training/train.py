@@ -44,6 +44,7 @@ import keras
 from keras_densenet.training import data as data_lib
 from keras_densenet.training import distribute as distribute_lib
 from keras_densenet.models import densenet as models
+from keras_densenet.core import extras
 from keras_densenet.core.files import atomic_path, atomic_write
 # The options and their checks live in a keras-free module, so the CLI can
 # reject bad arguments before importing keras; re-exported here.
@@ -154,8 +155,7 @@ def plot_learning_curve(history: Sequence[dict], path: str) -> str:
     Returns:
         `path`.
     """
-    import matplotlib
-
+    matplotlib = extras.import_from("train", "matplotlib", "plotting the training curves")
     matplotlib.use("Agg")  # no display needed
     import matplotlib.pyplot as plt
 

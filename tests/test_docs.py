@@ -6,7 +6,8 @@ import importlib
 
 import pytest
 
-QUICK_MODULES = ["backends", "checks", "checkpoints", "config", "files", "internals", "registry"]
+QUICK_MODULES = ["core.backends", "core.checks", "core.extras", "core.files", "core.internals", "core.registry",
+                 "weights.checkpoints", "training.config"]
 
 
 @pytest.mark.parametrize("name", QUICK_MODULES)

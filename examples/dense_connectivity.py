@@ -19,8 +19,8 @@ import os
 
 import keras
 
-from keras_densenet.tools import analysis
 from keras_densenet.layers import blocks
+from keras_densenet.tools import analysis
 
 
 def dense_block_model(num_layers, growth_rate, in_channels):

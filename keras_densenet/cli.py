@@ -22,12 +22,9 @@ from typing import Optional, Sequence
 
 # Keras-free modules only: keras (hence its backend) is imported by the
 # subcommands, after the arguments are checked and the backend is chosen.
-from keras_densenet.core import backends, extras
+from keras_densenet.core import backends, extras, registry
 from keras_densenet.tools import bench
-from keras_densenet.training import compile_cache
-from keras_densenet.training import config
-from keras_densenet.training import deploy
-from keras_densenet.core import registry
+from keras_densenet.training import compile_cache, config, deploy
 from keras_densenet.training.data import MIN_IMAGE_SIZE, DataWarning
 
 #: Every `TrainConfig` default, by option name: the train options' defaults.

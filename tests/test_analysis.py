@@ -11,9 +11,9 @@ from keras import layers
 from PIL import Image
 
 import keras_densenet
-from keras_densenet.tools import analysis
 from keras_densenet import cli
 from keras_densenet.core import registry
+from keras_densenet.tools import analysis
 
 # torchvision's model cards: GFLOPS (really GMACs of convs + linear layers at
 # 224x224) and parameters (trainable: BN moving statistics are buffers).

@@ -19,10 +19,9 @@ import numpy as np
 import pytest
 
 from keras_densenet import cli
+from keras_densenet.models import densenet
 from keras_densenet.training import distribute
-from keras_densenet.models import densenet as models
 from keras_densenet.training.train import TrainConfig, validate
-
 from tests.helpers import BACKEND
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -50,11 +49,11 @@ import json
 import keras
 import numpy as np
 from keras_densenet.training import distribute
-from keras_densenet.models import densenet as models
+from keras_densenet.models import densenet
 
 def build(memory_efficient=False):
     keras.utils.set_random_seed(0)
-    return models.DenseNet((2, 2), growth_rate=4, input_shape=(16, 16, 3), classes=3,
+    return densenet.DenseNet((2, 2), growth_rate=4, input_shape=(16, 16, 3), classes=3,
                            bn_momentum=0.5, memory_efficient=memory_efficient)
 
 def step(model, x, y):
@@ -336,7 +335,7 @@ def test_cli_sync_bn_without_distribute_is_one_line_exit_2(tmp_path, capsys):
 
 
 def test_synchronized_bn_is_tensorflow_only_and_keeps_names_and_weights():
-    model = models.DenseNet((2, 2), growth_rate=4, input_shape=(16, 16, 3), classes=3,
+    model = densenet.DenseNet((2, 2), growth_rate=4, input_shape=(16, 16, 3), classes=3,
                             memory_efficient=True)
     names = [w.path for w in model.weights]
     # stem, 2 per dense layer (inside EfficientDenseLayer) x 4, transition, head

@@ -10,8 +10,8 @@ import pytest
 import keras_densenet as kd
 from keras_densenet.layers import fused
 from keras_densenet.training.distribute import batch_norm_layers
-from tests.helpers import BACKEND, TINY_CIFAR as TINY, assert_same_training_step, images
-
+from tests.helpers import BACKEND, assert_same_training_step, images
+from tests.helpers import TINY_CIFAR as TINY
 
 
 @pytest.mark.parametrize("memory_efficient", [False, True])

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 import keras_densenet as kd
-from keras_densenet.layers import initialization
 from keras_densenet.core import internals
+from keras_densenet.layers import initialization
 from keras_densenet.layers.initialization import fast_variables, sample
 
 # A 3x3 conv kernel, 147k values: large enough for tight moment/KS checks.

@@ -12,12 +12,12 @@ import numpy as np
 import pytest
 
 import keras_densenet as kd
-from keras_densenet.layers import blocks
 from keras_densenet import cli
-from keras_densenet.layers import efficient
 from keras_densenet.core import registry
+from keras_densenet.layers import blocks, efficient
 from keras_densenet.layers.efficient import EfficientDenseLayer
-from tests.helpers import BACKEND, TINY_CIFAR as TINY, assert_same_training_step, images
+from tests.helpers import BACKEND, assert_same_training_step, images
+from tests.helpers import TINY_CIFAR as TINY
 
 
 def _pair(**kw):

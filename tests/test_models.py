@@ -9,9 +9,8 @@ import numpy as np
 import pytest
 
 import keras_densenet as kd
-from keras_densenet.layers import blocks
-from keras_densenet.layers import initialization
 from keras_densenet.core import registry
+from keras_densenet.layers import blocks, initialization
 from tests.helpers import TINY, images, run
 
 #: The variants keras.applications has too, by the registry.
@@ -266,7 +265,9 @@ def test_preprocess_input_is_keras_applications():
 
 
 def test_decode_predictions_is_keras_applications(monkeypatch):
-    from keras.src.applications import imagenet_utils  # its class index, patched: no download
+    from keras.src.applications import (
+        imagenet_utils,  # its class index, patched: no download
+    )
 
     index = {str(i): [f"n{i:08d}", f"class_{i}"] for i in range(1000)}
     monkeypatch.setattr(imagenet_utils, "CLASS_INDEX", index)  # no download

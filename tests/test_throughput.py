@@ -10,10 +10,9 @@ import math
 import numpy as np
 import pytest
 
-from keras_densenet.tools import bench
 from keras_densenet import cli
-from keras_densenet.tools import throughput
 from keras_densenet.core.registry import ArchConfig
+from keras_densenet.tools import bench, throughput
 from tests.helpers import BACKEND
 
 TINY = ArchConfig(blocks=(1, 2), growth_rate=4, num_init_features=8)

@@ -8,9 +8,8 @@ import numpy as np
 import pytest
 
 import keras_densenet
-from keras_densenet.training import data
 from keras_densenet.core import internals
-from keras_densenet.training import train
+from keras_densenet.training import data, train
 from keras_densenet.training.train import TrainConfig
 from tests.helpers import TINY_TRAIN
 

@@ -13,12 +13,11 @@ import pytest
 
 import keras_densenet
 from keras_densenet import cli
-from keras_densenet.layers import initialization
 from keras_densenet.core import registry
-from keras_densenet.weights import loading as weights_lib
-from keras_densenet.tools.convert import convert_checkpoint
 from keras_densenet.core.registry import WeightsSpec
-
+from keras_densenet.layers import initialization
+from keras_densenet.tools.convert import convert_checkpoint
+from keras_densenet.weights import loading as weights_lib
 from tests.helpers import TORCH_TINY_ARCH, images, run, save_legacy_h5, torch_kwargs
 
 TORCH_VARIANTS = [

@@ -9,8 +9,8 @@ Only torch is used; nothing here touches keras_densenet.
 from collections import OrderedDict
 
 import torch
-from torch import nn
 import torch.nn.functional as F
+from torch import nn
 
 
 class _DenseLayer(nn.Module):

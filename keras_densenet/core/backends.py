@@ -9,7 +9,7 @@ resolves the backend itself before importing keras (`choose`).
 
 Example:
 
->>> from keras_densenet import backends
+>>> from keras_densenet.core import backends
 >>> backends.choose("jax")  # doctest: +SKIP
 ('jax', None)
 """

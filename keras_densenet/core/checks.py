@@ -11,7 +11,7 @@ Python, but ``growth_rate=True`` is always a mistake.
 
 Example:
 
->>> from keras_densenet import checks
+>>> from keras_densenet.core import checks
 >>> checks.integer("epochs", 3)
 3
 >>> checks.integer("epochs", 0)

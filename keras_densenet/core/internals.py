@@ -8,7 +8,7 @@ The module imports nothing of keras or jax at import time.
 
 Example:
 
->>> from keras_densenet import internals
+>>> from keras_densenet.core import internals
 >>> internals.keras_home().endswith(".keras")
 True
 """

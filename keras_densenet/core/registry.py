@@ -7,7 +7,7 @@ variant is adding a row (and the tests pick it up automatically).
 
 Example:
 
->>> from keras_densenet import registry
+>>> from keras_densenet.core import registry
 >>> registry.get_variant("densenet121").arch.blocks
 (6, 12, 24, 16)
 >>> sorted(registry.get_variant("densenet121").weights)

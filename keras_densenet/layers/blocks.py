@@ -13,7 +13,7 @@ blocks; `keras_densenet.models.densenet` chooses between the two.
 Example:
 
 >>> import keras
->>> from keras_densenet import blocks
+>>> from keras_densenet.layers import blocks
 >>> opts = blocks.LayerOptions()
 >>> x = keras.Input((32, 32, 64))
 >>> y = blocks.dense_block(x, 4, growth_rate=32, name="conv2", opts=opts)
@@ -27,8 +27,8 @@ import dataclasses
 
 from keras import layers
 
-from keras_densenet.layers import fused
 from keras_densenet.core.registry import KERAS_BN_EPSILON
+from keras_densenet.layers import fused
 
 #: Default BatchNormalization epsilon: keras.applications' value, so that its
 #: ImageNet files reproduce their published accuracy.

@@ -281,7 +281,7 @@ def dense_block(
     Example:
 
     >>> import keras
-    >>> from keras_densenet import blocks, efficient
+    >>> from keras_densenet.layers import blocks, efficient
     >>> x = keras.Input((16, 16, 24))
     >>> y = efficient.dense_block(x, 3, 12, "conv2", blocks.LayerOptions())
     >>> y.shape

@@ -14,15 +14,11 @@ from typing import Optional, Sequence
 
 import keras
 
-from keras_densenet.layers import blocks
-from keras_densenet.core import checks
-from keras_densenet.layers import efficient
-from keras_densenet.layers import initialization
-from keras_densenet.core import internals
-from keras_densenet.core import registry
-from keras_densenet.weights import loading as weights_lib
-from keras_densenet.layers.blocks import BN_MOMENTUM
+from keras_densenet.core import checks, internals, registry
 from keras_densenet.core.registry import ArchConfig, Variant
+from keras_densenet.layers import blocks, efficient, initialization
+from keras_densenet.layers.blocks import BN_MOMENTUM
+from keras_densenet.weights import loading as weights_lib
 
 POOLINGS = (None, "avg", "max")
 DATA_FORMATS = ("channels_last", "channels_first")

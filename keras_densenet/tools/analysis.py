@@ -23,7 +23,7 @@ values, so even DenseNet-264 takes about a second on every backend.
 
 Example:
 
->>> from keras_densenet import analysis
+>>> from keras_densenet.tools import analysis
 >>> with analysis.shape_only():
 ...     model = analysis.build_model("densenet121")
 >>> analysis.weighted_depth(model), round(analysis.count_macs(model) / 1e9, 2)
@@ -45,12 +45,12 @@ import keras
 import numpy as np
 from keras import layers
 
-from keras_densenet.training import deploy
-from keras_densenet.models import densenet as models
 from keras_densenet.core import extras, registry
 from keras_densenet.core.files import atomic_write
-from keras_densenet.layers.initialization import shape_only  # noqa: F401  (re-exported)
 from keras_densenet.layers.efficient import EfficientDenseLayer
+from keras_densenet.layers.initialization import shape_only  # noqa: F401  (re-exported)
+from keras_densenet.models import densenet
+from keras_densenet.training import deploy
 
 #: keras.applications' ResNets, the paper's comparison (name -> builder name).
 RESNETS = {"resnet50": "ResNet50", "resnet101": "ResNet101", "resnet152": "ResNet152"}
@@ -94,7 +94,7 @@ def build_model(name: str, memory_efficient: bool = False) -> keras.Model:
         return getattr(keras.applications, RESNETS[key])(weights=None)
     if key not in registry.VARIANTS:
         raise ValueError(f"Unknown model {name!r}. Known: {', '.join(model_names())}.")
-    return models.build(key, memory_efficient=memory_efficient)
+    return densenet.build(key, memory_efficient=memory_efficient)
 
 
 # --- walking the graph ----------------------------------------------------------
@@ -584,7 +584,7 @@ def load_for_reuse(model: str, weights: Optional[str] = None) -> keras.Model:
         weights = variant.default_weights
     elif str(weights).lower() == "none":
         weights = None
-    return models.build(key, weights=weights)
+    return densenet.build(key, weights=weights)
 
 
 # --- the table ----------------------------------------------------------------------

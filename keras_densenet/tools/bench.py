@@ -41,11 +41,9 @@ import sys
 from typing import Optional, Sequence
 
 from keras_densenet.core import backends as backends_lib
-from keras_densenet.core import checks
-from keras_densenet.training import config
-from keras_densenet.core import internals
-from keras_densenet.core import registry
+from keras_densenet.core import checks, internals, registry
 from keras_densenet.core.files import atomic_write
+from keras_densenet.training import config
 
 MEASURES = ("activations", "time", "rss", "throughput", "build")
 #: What runs when no measure is named (throughput is long: ask for it).
@@ -162,13 +160,13 @@ def build_seconds(variant: str, source: str) -> float:
 
     import keras
 
-    from keras_densenet.models import densenet as models
+    from keras_densenet.models import densenet
 
     start = time.perf_counter()
     if source == "keras_applications":
         getattr(keras.applications, registry.KERAS_APPLICATIONS[variant])(weights=None)
     else:
-        models.build(variant)
+        densenet.build(variant)
     return time.perf_counter() - start
 
 

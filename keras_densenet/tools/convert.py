@@ -20,8 +20,10 @@ from __future__ import annotations
 import os
 from typing import Union
 
-from keras_densenet.models import densenet as models
 from keras_densenet.core import registry
+from keras_densenet.core.files import atomic_path
+from keras_densenet.core.registry import ArchConfig
+from keras_densenet.models import densenet
 from keras_densenet.weights.checkpoints import (
     assign,
     describe,
@@ -30,8 +32,6 @@ from keras_densenet.weights.checkpoints import (
     read_state_dict,
     state_to_table,
 )
-from keras_densenet.core.files import atomic_path
-from keras_densenet.core.registry import ArchConfig
 
 #: File endings `convert_checkpoint` writes.
 OUTPUT_SUFFIXES = (".keras", ".weights.h5")
@@ -99,7 +99,7 @@ def build_converted(path, arch=None, *, classifier_activation="softmax", data_fo
     size = cfg.default_size
     data_format = data_format or "channels_last"
     shape = (size, size, channels) if data_format == "channels_last" else (channels, size, size)
-    model = models.DenseNet(
+    model = densenet.DenseNet(
         **cfg.builder_kwargs(),
         weights=None,
         include_top=True,

@@ -42,10 +42,10 @@ from typing import Callable, Dict, Optional, Sequence
 import keras
 import numpy as np
 
-from keras_densenet.training import config
 from keras_densenet.core import registry
-from keras_densenet.models import densenet as kd
 from keras_densenet.core.registry import ArchConfig
+from keras_densenet.models import densenet
+from keras_densenet.training import config
 
 MODES = ("inference", "training")
 PRECISIONS = config.DTYPE_POLICIES
@@ -171,10 +171,10 @@ def _ours(variant, **kwargs):
     """A registered variant by name, or any `ArchConfig`, 1000 classes."""
     if isinstance(variant, ArchConfig):
         a = variant
-        return kd.DenseNet(a.blocks, a.growth_rate, bottleneck=a.bottleneck, bn_size=a.bn_size,
+        return densenet.DenseNet(a.blocks, a.growth_rate, bottleneck=a.bottleneck, bn_size=a.bn_size,
                            compression=a.compression, num_init_features=a.num_init_features,
                            stem=a.stem, classes=1000, **kwargs)
-    return kd.build(variant, classes=1000, **kwargs)
+    return densenet.build(variant, classes=1000, **kwargs)
 
 
 def _keras_models(variant, image_size: int, precision: str, training: bool) -> dict:

@@ -17,8 +17,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Optional
 
-from keras_densenet.core import checks
-from keras_densenet.core import registry
+from keras_densenet.core import checks, registry
 from keras_densenet.training import data as data_lib
 
 #: Default BatchNormalization momentum for training from scratch. Keras'

@@ -12,7 +12,7 @@ with Pillow once: unreadable files are skipped with a warning and counted.
 
 Example:
 
->>> from keras_densenet import data
+>>> from keras_densenet.training import data
 >>> ds = data.load_digits_dataset(image_size=32, validation_split=0.2, seed=0)
 >>> ds.x_train.shape, ds.x_val.shape, ds.class_names[:3]
 ((1437, 32, 32, 1), (360, 32, 32, 1), ['0', '1', '2'])

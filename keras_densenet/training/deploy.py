@@ -2,7 +2,7 @@
 
 Example:
 
->>> from keras_densenet import deploy
+>>> from keras_densenet.training import deploy
 >>> deploy.predict(["cat.jpg"], arch="densenet121", weights="imagenet", top=3)  # doctest: +SKIP
 [[('n02123045', 'tabby', 0.52), ...]]
 """
@@ -16,11 +16,10 @@ from typing import TYPE_CHECKING, Optional, Sequence
 
 import numpy as np
 
-from keras_densenet.core import checks, extras
-from keras_densenet.core import registry
+from keras_densenet.core import checks, extras, registry
+from keras_densenet.core.files import atomic_path
 from keras_densenet.training.config import CLASS_NAMES_FILE
 from keras_densenet.training.data import resize_images
-from keras_densenet.core.files import atomic_path
 
 if TYPE_CHECKING:  # keras is imported lazily: the CLI sets the backend first
     import keras
@@ -216,13 +215,12 @@ def predict(
             probs = keras.ops.convert_to_numpy(model.predict(_resize_all(arrays, size), verbose=0))
         return _top_k(probs, names, top)
 
-    from keras_densenet.models import imagenet
-    from keras_densenet.models import densenet as models
+    from keras_densenet.models import densenet, imagenet
 
     variant = registry.get_variant(arch)
     if weights is None:
         raise ValueError("`weights` is needed with `arch` (e.g. 'imagenet' or a file)")
-    model = models.build(variant.name, weights=weights)
+    model = densenet.build(variant.name, weights=weights)
     size = tuple(model.input_shape[1:3])
     x = imagenet.preprocess_input(load_images(images, size, 3))
     probs = keras.ops.convert_to_numpy(model.predict(x, verbose=0))
@@ -313,7 +311,7 @@ def export(model_path, fmt: str, out) -> str:
     example = _example_input(model)
     if example is not None:
         # A freshly loaded model has never been called; some exporters (ONNX
-        # on JAX) refuse such models.
+        # on JAX) refuse such densenet.
         model(example)
     with atomic_path(out) as tmp:
         try:

@@ -40,10 +40,12 @@ et al., 2022), ``"linear"`` (SGD, Goyal et al., 2017) or ``"none"``.
 
 Example:
 
->>> from keras_densenet import distribute, models
+>>> from keras_densenet.training import distribute
+
+>>> from keras_densenet.models import densenet
 >>> plan = distribute.data_parallel()
 >>> with plan.scope():  # doctest: +SKIP
-...     model = plan.prepare(models.DenseNetBC(22, 12, classes=10, input_shape=(32, 32, 3)))
+...     model = plan.prepare(densenet.DenseNetBC(22, 12, classes=10, input_shape=(32, 32, 3)))
 ...     model.compile("adamw", "sparse_categorical_crossentropy")
 ...     model.fit(x, y, batch_size=32 * plan.num_devices)
 >>> distribute.scale_batch_and_lr(32, 2e-3, 4, "sqrt")
@@ -59,8 +61,8 @@ import math
 
 import keras
 
-from keras_densenet.core import checks
-from keras_densenet.core import internals
+from keras_densenet.core import checks, internals
+
 # Learning-rate scaling rules, for a global batch `num_devices` times larger
 # (kept with the other training options, keras-free, for the CLI's checks).
 from keras_densenet.training.config import LR_SCALING

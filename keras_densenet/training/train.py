@@ -41,27 +41,27 @@ from typing import Optional, Sequence
 
 import keras
 
-from keras_densenet.training import data as data_lib
-from keras_densenet.training import distribute as distribute_lib
-from keras_densenet.models import densenet as models
 from keras_densenet.core import extras
 from keras_densenet.core.files import atomic_path, atomic_write
+from keras_densenet.models import densenet
+from keras_densenet.training import data as data_lib
+from keras_densenet.training import distribute as distribute_lib
+
 # The options and their checks live in a keras-free module, so the CLI can
 # reject bad arguments before importing keras; re-exported here.
 from keras_densenet.training.config import (  # noqa: F401
     BACKUP_DIR,
     BN_MOMENTUM,
     CLASS_NAMES_FILE,
-    LOG_FILE,
-    MODEL_FILE,
-    PLOT_FILE,
     IMAGENET_MEAN,
     IMAGENET_STD,
+    LOG_FILE,
     MIXED_PRECISION,
+    MODEL_FILE,
+    PLOT_FILE,
     TrainConfig,
     validate,
 )
-
 
 
 @dataclasses.dataclass
@@ -194,9 +194,9 @@ def build_classifier(config: TrainConfig, num_classes: int, channels: int) -> tu
         memory_efficient=config.memory_efficient,
     )
     if config.arch is None:
-        backbone = models.DenseNetBC(config.depth, config.growth_rate, **kwargs)
+        backbone = densenet.DenseNetBC(config.depth, config.growth_rate, **kwargs)
     else:
-        backbone = models.build(config.arch, **kwargs)
+        backbone = densenet.build(config.arch, **kwargs)
 
     # Any image size goes in: the model resizes to `image_size` itself, with
     # the resize its training data went through (`data.resize_images`;

@@ -35,8 +35,9 @@ import h5py
 import keras
 import numpy as np
 
-from keras_densenet.core import internals
-from keras_densenet.core import registry
+from keras_densenet.core import internals, registry
+from keras_densenet.core.files import atomic_write
+from keras_densenet.core.registry import Variant, WeightsSpec
 from keras_densenet.weights.checkpoints import (
     TORCH_SUFFIXES,
     Tensor,
@@ -46,8 +47,6 @@ from keras_densenet.weights.checkpoints import (
     read_state_dict,
     state_to_table,
 )
-from keras_densenet.core.files import atomic_write
-from keras_densenet.core.registry import Variant, WeightsSpec
 
 #: File endings `weights=PATH` accepts.
 WEIGHT_FILE_SUFFIXES = (".weights.h5", ".h5", ".keras") + TORCH_SUFFIXES

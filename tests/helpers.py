@@ -16,6 +16,14 @@ TINY = dict(blocks=(2, 3), growth_rate=4, num_init_features=8)
 TINY_CIFAR = dict(TINY, stem="cifar", input_shape=(8, 8, 3), classes=3)
 #: A tiny torchvision-style DenseNet for the converter: k=8, bn_size=2.
 TORCH_TINY_ARCH = ArchConfig(blocks=(2, 3), growth_rate=8, bn_size=2, num_init_features=16, default_size=32)
+#: Depth as the papers name it, for every model of the `table` command.
+#: DenseNet-264's blocks (6, 12, 64, 48) give 1 + 2 * 130 + 3 + 1 = 265
+#: weighted layers (the paper's name is one short).
+PAPER_DEPTH = {
+    "densenet121": 121, "densenet161": 161, "densenet169": 169, "densenet201": 201,
+    "densenet264": 265, "densenet_bc_100_k12": 100, "densenet_bc_250_k24": 250,
+    "densenet_bc_190_k40": 190, "resnet50": 50, "resnet101": 101, "resnet152": 152,
+}
 #: The smallest `TrainConfig` options of the CLI's and the library's tests.
 TINY_TRAIN = dict(depth=10, growth_rate=4, batch_size=8)
 

@@ -5,7 +5,6 @@ builder trains, weight files and .keras round trips, linear memory growth.
 imported), so `.keras` files load with safe mode on and no custom_objects.
 """
 
-import functools
 
 import keras
 import numpy as np
@@ -13,7 +12,6 @@ import pytest
 
 import keras_densenet as kd
 from keras_densenet import cli
-from keras_densenet.core import registry
 from keras_densenet.layers import blocks, efficient
 from keras_densenet.layers.efficient import EfficientDenseLayer
 from tests.helpers import BACKEND, assert_same_training_step, images
@@ -78,21 +76,6 @@ def test_keras_round_trip(tmp_path):
     assert layer.get_config() == model.get_layer("conv3_block2").get_config()
     x = images(2, 8)
     np.testing.assert_allclose(keras.ops.convert_to_numpy(loaded(x)), keras.ops.convert_to_numpy(model(x)), rtol=1e-6)
-
-
-@pytest.mark.parametrize("variant", list(registry.VARIANTS))
-def test_every_registered_variant_builds_memory_efficient(variant):
-    row = registry.get_variant(variant)
-    arch = row.arch
-    # Through its public builder (DenseNet121...) where it has one: that passes the option on.
-    builder = getattr(kd, row.builder) if row.builder else functools.partial(kd.build, variant)
-    model = builder(weights=None, input_shape=(32, 32, 3), classes=3, memory_efficient=True)
-    dense = [l for l in model.layers if isinstance(l, EfficientDenseLayer)]
-    assert len(dense) == sum(arch.blocks)
-    assert not any(l.name.endswith("_0_bn") for l in model.layers)
-    # One block-output concatenation per dense block, under its standard name.
-    concats = [l.name for l in model.layers if isinstance(l, keras.layers.Concatenate)]
-    assert concats == [f"conv{s + 2}_block{n}_concat" for s, n in enumerate(arch.blocks)]
 
 
 BUILDERS = {

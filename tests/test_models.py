@@ -1,5 +1,7 @@
 """Builders: keras.applications parity, every registered variant, options."""
 
+import functools
+import inspect
 import os
 import subprocess
 import sys
@@ -10,8 +12,10 @@ import pytest
 
 import keras_densenet as kd
 from keras_densenet.core import registry
-from keras_densenet.layers import blocks, initialization
-from tests.helpers import TINY, images, run
+from keras_densenet.layers import initialization
+from keras_densenet.layers.efficient import EfficientDenseLayer
+from keras_densenet.tools import analysis
+from tests.helpers import PAPER_DEPTH, TINY, images, run
 
 #: The variants keras.applications has too, by the registry.
 KERAS_APPS = sorted(name for name, v in registry.VARIANTS.items() if v.keras_application)
@@ -54,23 +58,32 @@ PUBLISHED_PARAMS = {
 }
 
 
+def _registered_builder(variant):
+    """The row's public builder (DenseNet121...) where it has one, else `build`."""
+    if variant.builder is None:
+        return functools.partial(kd.build, variant.name)
+    assert variant.builder in kd.__all__
+    builder = getattr(kd, variant.builder)
+    assert builder.__name__ == variant.builder
+    return builder
+
+
 @pytest.mark.parametrize("name", sorted(registry.VARIANTS))
-def test_every_variant_builds_at_its_minimum_size(name):
-    """Symbolic build at the smallest input; the last block ends at 1x1."""
+def test_every_registered_variant(name):
+    """Each row built at its smallest input, standard and memory-efficient
+    (shapes only): parameters, channels, depth and connections as the
+    registry, its arithmetic and the paper say; the memory-efficient graph
+    has the standard weight list and its block structure."""
     variant = registry.get_variant(name)
     arch = variant.arch
     size = arch.min_input_size
-    model = kd.build(name, input_shape=(size, size, 3))
-    last = model.get_layer("relu").output.shape
-    assert tuple(last[1:]) == (1, 1, arch.num_features)
-    # The registry row's parameter count is the built model's, and the arithmetic's.
+    builder = _registered_builder(variant)
+    with initialization.shape_only():
+        model = builder(weights=None, input_shape=(size, size, 3), classes=variant.classes)
+        efficient = builder(weights=None, input_shape=(size, size, 3), classes=variant.classes,
+                            memory_efficient=True)
+    # Parameters: the registry row's count is the built model's, and the arithmetic's.
     assert model.count_params() == variant.num_params == arch.param_count(variant.classes)
-    if variant.builder is not None:  # a public builder of that name
-        assert variant.builder in kd.__all__
-        assert getattr(kd, variant.builder).__name__ == variant.builder
-    stage = blocks.stage_name(len(arch.blocks) - 1)
-    assert model.get_layer(f"{stage}_block{arch.blocks[-1]}_concat")
-    assert model.get_layer("conv1_conv").output.shape[-1] == arch.num_init_features
     if name in PUBLISHED_PARAMS:
         trainable = sum(int(np.prod(w.shape)) for w in model.trainable_weights)
         published = PUBLISHED_PARAMS[name]
@@ -78,6 +91,61 @@ def test_every_variant_builds_at_its_minimum_size(name):
             assert trainable == published
         else:  # the paper's 0.1M precision
             assert round(trainable, -5) == published
+    # Channels: stem, every dense block's output (k0 + L*k, then compression), 1x1 at the end.
+    assert model.get_layer("conv1_conv").output.shape[-1] == arch.num_init_features
+    assert tuple(model.get_layer("relu").output.shape[1:]) == (1, 1, arch.num_features)
+    channels, expected = arch.num_init_features, []
+    for n in arch.blocks:
+        expected.append((channels, channels + arch.growth_rate * n))
+        channels = int(expected[-1][1] * arch.compression)
+    assert [(b.input_channels, b.output_channels) for b in analysis.dense_blocks(model)] == expected
+    # Depth and direct connections, counted from the graph: L(L+1)/2 per block.
+    for graph in (model, efficient):
+        assert analysis.weighted_depth(graph) == PAPER_DEPTH[name]
+        assert [b.connections for b in analysis.dense_blocks(graph)] == [n * (n + 1) // 2 for n in arch.blocks]
+    # Memory-efficient structure: one layer per dense layer, one concatenation
+    # per block under its standard name, the same weight list.
+    dense = [l for l in efficient.layers if isinstance(l, EfficientDenseLayer)]
+    assert len(dense) == sum(arch.blocks)
+    assert not any(l.name.endswith("_0_bn") for l in efficient.layers)
+    concats = [l.name for l in efficient.layers if isinstance(l, keras.layers.Concatenate)]
+    assert concats == [f"conv{s + 2}_block{n}_concat" for s, n in enumerate(arch.blocks)]
+    assert [tuple(w.shape) for w in efficient.weights] == [tuple(w.shape) for w in model.weights]
+
+
+NAMED = sorted(name for name, v in registry.VARIANTS.items() if v.builder and v.builder.startswith("DenseNet") and v.builder != "DenseNetBC")
+
+
+@pytest.mark.parametrize("name", NAMED)
+def test_named_builder_signature_is_keras_applications(name):
+    """keras.applications' parameters first, in its order (DenseNet121's for
+    the variants it lacks); the defaults that differ per variant are the
+    registry's; the docstring's architecture is the registry's."""
+    variant = registry.get_variant(name)
+    ours = inspect.signature(getattr(kd, variant.builder)).parameters
+    reference = getattr(keras.applications, variant.builder, keras.applications.DenseNet121)
+    theirs = inspect.signature(reference).parameters
+    assert list(ours)[: len(theirs)] == list(theirs)
+    per_variant = {"weights": variant.default_weights, "classes": variant.classes, "name": variant.name}
+    for param in theirs.values():
+        expected = per_variant.get(param.name, param.default)
+        assert ours[param.name].default == expected, param.name
+        assert ours[param.name].kind == param.kind
+    assert all(p.kind is inspect.Parameter.KEYWORD_ONLY for p in list(ours.values())[len(theirs):])
+    doc = getattr(kd, variant.builder).__doc__
+    assert f"dense blocks {variant.arch.blocks}, growth rate {variant.arch.growth_rate}" in doc
+    assert f"{variant.arch.num_features} features" in doc and "Args:" in doc
+
+
+def test_models_saved_by_earlier_versions_load(tmp_path):
+    """tests/data/legacy: a memory-efficient model with fused BatchNormalization,
+    saved before the package moved into subpackages; safe mode, same outputs."""
+    legacy = os.path.join(os.path.dirname(__file__), "data", "legacy")
+    model = keras.saving.load_model(os.path.join(legacy, "tiny_memory_efficient.keras"), safe_mode=True)
+    assert any(isinstance(layer, EfficientDenseLayer) for layer in model.layers)
+    expected = np.load(os.path.join(legacy, "tiny_memory_efficient_output.npy"))
+    x = np.random.default_rng(0).uniform(0, 255, (4, 8, 8, 3)).astype("float32")
+    np.testing.assert_allclose(run(model, x), expected, rtol=1e-4, atol=1e-6)
 
 
 def test_densenet_bc_depth_sets_layers_per_block():

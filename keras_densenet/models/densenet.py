@@ -127,7 +127,54 @@ def _input_shape_of(input_tensor) -> Optional[tuple]:
     return tuple(shape[1:])
 
 
+def _rebuild_as_saved(arch: ArchConfig, variant: Optional[Variant], opts: BuildOptions,
+                      saved_memory_efficient: bool) -> keras.Model:
+    """Loads a weights file into the graph kind it was saved from, then
+    copies the (identical) weight list into the requested kind."""
+    input_shape = opts.input_shape
+    if opts.input_tensor is not None and input_shape is None:
+        input_shape = _input_shape_of(opts.input_tensor)
+    donor = _build(arch, variant, opts.replace(
+        input_tensor=None, input_shape=input_shape, memory_efficient=saved_memory_efficient))
+    # The epsilon the weights were trained with (1e-5 for torch sources).
+    model = _build(arch, variant, opts.replace(
+        weights=None, input_shape=input_shape, bn_epsilon=donor.get_layer("bn").epsilon))
+    model.set_weights(donor.get_weights())
+    return model
+
+
+def _image_input(opts: BuildOptions, input_shape: tuple):
+    """The model's image input: a new `Input`, or the given `input_tensor`."""
+    input_tensor = opts.input_tensor
+    if input_tensor is None:
+        return keras.layers.Input(shape=input_shape, name="input_layer")
+    if keras.backend.is_keras_tensor(input_tensor):
+        return input_tensor
+    return keras.layers.Input(tensor=input_tensor, shape=input_shape)
+
+
+def _graph(x, arch: ArchConfig, opts: BuildOptions, bn_epsilon: float):
+    """Stem, dense blocks with transitions between them, and head, on `x`."""
+    layout = compute_data_format(opts.data_format)
+    if layout != opts.data_format:  # NCHW in, NHWC inside: see compute_data_format
+        x = keras.layers.Permute((2, 3, 1), name=TO_CHANNELS_LAST)(x)
+    layer_opts = blocks.LayerOptions(layout, bn_epsilon, opts.bn_momentum, opts.fused_bn)
+    # The standard dense block, or its memory-efficient twin (same weights).
+    dense_block = efficient.dense_block if opts.memory_efficient else blocks.dense_block
+    x = blocks.stem(x, arch.num_init_features, arch.stem, layer_opts)
+    for stage, num_layers in enumerate(arch.blocks):
+        x = dense_block(x, num_layers, arch.growth_rate, blocks.stage_name(stage), layer_opts,
+                        bottleneck=arch.bottleneck, bn_size=arch.bn_size, drop_rate=opts.drop_rate)
+        if stage < len(arch.blocks) - 1:
+            x = blocks.transition_block(x, arch.compression, blocks.transition_name(stage), layer_opts)
+    x = blocks.head(x, layer_opts, opts.include_top, opts.pooling, opts.classes, opts.classifier_activation)
+    if layout != opts.data_format and len(x.shape) == 4:
+        x = keras.layers.Permute((3, 1, 2), name=TO_CHANNELS_FIRST)(x)
+    return x
+
+
 def _build(arch: ArchConfig, variant: Optional[Variant], opts: BuildOptions) -> keras.Model:
+    """The one builder behind every public one: checks, graph, weights."""
     # Weight files address layers by class and position, so a file fits only
     # the graph kind it came from (pretrained sets and other files: the
     # standard one): load it into that kind, then copy the identical list.
@@ -135,16 +182,7 @@ def _build(arch: ArchConfig, variant: Optional[Variant], opts: BuildOptions) -> 
     if opts.weights is not None and saved_me is None:
         saved_me = False
     if saved_me is not None and saved_me != opts.memory_efficient:
-        input_shape = opts.input_shape
-        if opts.input_tensor is not None and input_shape is None:
-            input_shape = _input_shape_of(opts.input_tensor)
-        donor = _build(arch, variant, opts.replace(
-            input_tensor=None, input_shape=input_shape, memory_efficient=saved_me))
-        # The epsilon the weights were trained with (1e-5 for torch sources).
-        model = _build(arch, variant, opts.replace(
-            weights=None, input_shape=input_shape, bn_epsilon=donor.get_layer("bn").epsilon))
-        model.set_weights(donor.get_weights())
-        return model
+        return _rebuild_as_saved(arch, variant, opts, saved_me)
     if variant is None:
         variant = registry.find_variant(arch)
     spec = weights_lib.resolve(opts.weights, variant, opts.include_top, opts.classes)
@@ -153,10 +191,9 @@ def _build(arch: ArchConfig, variant: Optional[Variant], opts: BuildOptions) -> 
     bn_epsilon = opts.bn_epsilon
     if bn_epsilon is None:
         bn_epsilon = weights_lib.bn_epsilon_for(opts.weights, spec)
-
-    input_tensor, input_shape = opts.input_tensor, opts.input_shape
-    if input_tensor is not None and input_shape is None:
-        input_shape = _input_shape_of(input_tensor)
+    input_shape = opts.input_shape
+    if opts.input_tensor is not None and input_shape is None:
+        input_shape = _input_shape_of(opts.input_tensor)
     # keras' own checks: static shape with the top, 3 channels for pretrained
     # weights, minimum size; its messages name `input_shape`.
     input_shape = internals.obtain_input_shape(
@@ -169,43 +206,13 @@ def _build(arch: ArchConfig, variant: Optional[Variant], opts: BuildOptions) -> 
     )
     # Every weight drawn in one NumPy pass (JAX compiles each initializer per shape).
     with initialization.fast_variables():
-        if input_tensor is None:
-            img_input = keras.layers.Input(shape=input_shape, name="input_layer")
-        elif keras.backend.is_keras_tensor(input_tensor):
-            img_input = input_tensor
-        else:
-            img_input = keras.layers.Input(tensor=input_tensor, shape=input_shape)
-
-        layout = compute_data_format(opts.data_format)
-        x = img_input
-        if layout != opts.data_format:  # NCHW in, NHWC inside: see compute_data_format
-            x = keras.layers.Permute((2, 3, 1), name=TO_CHANNELS_LAST)(x)
-        layer_opts = blocks.LayerOptions(layout, bn_epsilon, opts.bn_momentum, opts.fused_bn)
-        # The standard dense block, or its memory-efficient twin (same weights).
-        dense_block = efficient.dense_block if opts.memory_efficient else blocks.dense_block
-        x = blocks.stem(x, arch.num_init_features, arch.stem, layer_opts)
-        for stage, num_layers in enumerate(arch.blocks):
-            x = dense_block(
-                x,
-                num_layers,
-                arch.growth_rate,
-                blocks.stage_name(stage),
-                layer_opts,
-                bottleneck=arch.bottleneck,
-                bn_size=arch.bn_size,
-                drop_rate=opts.drop_rate,
-            )
-            if stage < len(arch.blocks) - 1:
-                x = blocks.transition_block(x, arch.compression, blocks.transition_name(stage), layer_opts)
-        x = blocks.head(x, layer_opts, opts.include_top, opts.pooling, opts.classes, opts.classifier_activation)
-        if layout != opts.data_format and len(x.shape) == 4:
-            x = keras.layers.Permute((3, 1, 2), name=TO_CHANNELS_FIRST)(x)
-
-        if input_tensor is not None:
-            inputs = keras.utils.get_source_inputs(input_tensor)
+        img_input = _image_input(opts, input_shape)
+        outputs = _graph(img_input, arch, opts, bn_epsilon)
+        if opts.input_tensor is not None:
+            inputs = keras.utils.get_source_inputs(opts.input_tensor)
         else:
             inputs = img_input
-        model = keras.Model(inputs, x, name=opts.name)
+        model = keras.Model(inputs, outputs, name=opts.name)
     weights_lib.load(model, opts.weights, spec, opts.include_top, variant)
     return model
 
@@ -303,97 +310,245 @@ def DenseNet(
     return _build(arch, None, BuildOptions.of(locals()))
 
 
-_NAMED_DOC = """Instantiates {description}.
-
-    Same signature and defaults as `keras.applications.{func}` where that
-    exists, with the same layer names, so its weights load unchanged. Extras
-    (keyword-only): `data_format`, `drop_rate`, `bn_epsilon`, `bn_momentum`,
-    `memory_efficient`, `fused_bn`.
-
-    Architecture: blocks {blocks}, growth rate {k}, {init} initial features,
-    compression {theta}. Weights available: {weights}.
-
+#: The arguments every named builder shares, appended to each docstring.
+_NAMED_ARGS = """
     Args:
-        include_top: whether to include the classifier.
-        weights: ``None``, one of {weights}, or a weights file path.
-            Default: {default!r}.
+        include_top: whether to include the classifier (global average
+            pooling and a `Dense` layer of `classes`).
+        weights: ``None`` (random initialisation), a weight-set name of the
+            variant (see above), or the path to a weights file.
         input_tensor: optional Keras tensor to use as the image input.
-        input_shape: optional input shape when ``include_top=False``
-            (at least {min_size}x{min_size}; spatial sizes may be ``None``).
-        pooling: ``None``, ``"avg"`` or ``"max"`` when ``include_top=False``.
-        classes: classifier size (must be 1000 with pretrained weights and
-            the top).
-        classifier_activation: activation of the classifier.
+        input_shape: optional input shape when ``include_top=False``;
+            spatial sizes may be ``None``.
+        pooling: ``None``, ``"avg"`` or ``"max"`` global pooling when
+            ``include_top=False``.
+        classes: classifier size (1000 with pretrained weights and the top).
+        classifier_activation: activation of the classifier; ``None`` gives
+            logits. Pretrained weights with the top need ``"softmax"`` or
+            ``None``.
         name: model name.
-        data_format: ``"channels_last"``, ``"channels_first"`` or ``None``
-            (Keras' configured default).
-        drop_rate: dropout after each dense layer, in [0, 1).
-        bn_epsilon: ``None`` picks the epsilon the weights were trained with.
-        bn_momentum: BatchNormalization momentum (Keras convention).
-        memory_efficient: recompute activations in the backward pass to
-            train with linear instead of quadratic activation memory (same
-            math and weights; see `DenseNet`).
-        fused_bn: PyTorch's fused BatchNormalization kernel on the torch
-            backend (same weights and results; see `DenseNet`).
+        data_format: keyword-only. ``"channels_last"``, ``"channels_first"``
+            or ``None`` (Keras' configured default).
+        drop_rate: keyword-only. Dropout after each dense layer, in [0, 1).
+        bn_epsilon: keyword-only. ``None`` picks the epsilon the weights were
+            trained with.
+        bn_momentum: keyword-only. BatchNormalization momentum (Keras
+            convention).
+        memory_efficient: keyword-only. Recompute activations in the backward
+            pass (Pleiss et al., 2017): linear instead of quadratic training
+            activation memory, same math and weights (see `DenseNet`).
+        fused_bn: keyword-only. PyTorch's fused BatchNormalization kernel on
+            the torch backend; same weights and results (see `DenseNet`).
 
     Returns:
         A `keras.Model`.
 
-    Example:
-
-    >>> import keras_densenet
-    >>> backbone = keras_densenet.{func}(include_top=False, weights=None,
-    ...                                  input_shape=(64, 64, 3), pooling="avg")
-    >>> backbone.output_shape
-    (None, {features})
+    Raises:
+        ValueError: for any invalid argument; the message names it.
     """
 
 
-def _named_builder(variant_name: str):
+def _named(function):
+    """Appends the shared argument documentation to a named builder."""
+    function.__doc__ = function.__doc__.rstrip() + "\n" + _NAMED_ARGS
+    return function
+
+
+def _build_variant(variant_name: str, arguments: dict) -> keras.Model:
+    """Builds the registered `variant_name` from a named builder's arguments."""
     variant = registry.get_variant(variant_name)
-    func_name = variant.builder
-
-    def builder(
-        include_top: bool = True,
-        weights=variant.default_weights,
-        input_tensor=None,
-        input_shape=None,
-        pooling: Optional[str] = None,
-        classes: int = variant.classes,
-        classifier_activation="softmax",
-        name: str = variant.name,
-        *,
-        data_format: Optional[str] = None,
-        drop_rate: float = 0.0,
-        bn_epsilon: Optional[float] = None,
-        bn_momentum: float = BN_MOMENTUM,
-        memory_efficient: bool = False,
-        fused_bn: bool = False,
-    ) -> keras.Model:
-        return _build(variant.arch, variant, BuildOptions.of(locals()))
-
-    arch = variant.arch
-    builder.__name__ = builder.__qualname__ = func_name
-    builder.__doc__ = _NAMED_DOC.format(
-        description=variant.description,
-        func=func_name,
-        blocks=arch.blocks,
-        k=arch.growth_rate,
-        init=arch.num_init_features,
-        theta=arch.compression,
-        weights=", ".join(repr(w) for w in variant.weights) or "none",
-        default=variant.default_weights,
-        min_size=arch.min_input_size,
-        features=arch.num_features,
-    )
-    return builder
+    return _build(variant.arch, variant, BuildOptions.of(arguments))
 
 
-DenseNet121 = _named_builder("densenet121")
-DenseNet161 = _named_builder("densenet161")
-DenseNet169 = _named_builder("densenet169")
-DenseNet201 = _named_builder("densenet201")
-DenseNet264 = _named_builder("densenet264")
+@_named
+def DenseNet121(
+    include_top: bool = True,
+    weights="imagenet",
+    input_tensor=None,
+    input_shape=None,
+    pooling: Optional[str] = None,
+    classes: int = 1000,
+    classifier_activation="softmax",
+    name: str = "densenet121",
+    *,
+    data_format: Optional[str] = None,
+    drop_rate: float = 0.0,
+    bn_epsilon: Optional[float] = None,
+    bn_momentum: float = BN_MOMENTUM,
+    memory_efficient: bool = False,
+    fused_bn: bool = False,
+) -> keras.Model:
+    """Instantiates the DenseNet-121 architecture.
+
+    Reference: Huang et al., "Densely Connected Convolutional Networks"
+    (CVPR 2017). Same signature, defaults and layer names as
+    `keras.applications.DenseNet121`, so its weights load unchanged.
+
+    Architecture: dense blocks (6, 12, 24, 16), growth rate 32, 64 initial
+    features, compression 0.5; 1024 features before the classifier.
+    Weights: ``"imagenet"`` (keras.applications' file, the default) or
+    ``"torchvision"`` (converted from torchvision's checkpoint).
+
+    Example:
+
+    >>> import keras_densenet
+    >>> backbone = keras_densenet.DenseNet121(include_top=False, weights=None,
+    ...                                       input_shape=(64, 64, 3), pooling="avg")
+    >>> backbone.output_shape
+    (None, 1024)
+    """
+    return _build_variant("densenet121", locals())
+
+
+@_named
+def DenseNet161(
+    include_top: bool = True,
+    weights="imagenet",
+    input_tensor=None,
+    input_shape=None,
+    pooling: Optional[str] = None,
+    classes: int = 1000,
+    classifier_activation="softmax",
+    name: str = "densenet161",
+    *,
+    data_format: Optional[str] = None,
+    drop_rate: float = 0.0,
+    bn_epsilon: Optional[float] = None,
+    bn_momentum: float = BN_MOMENTUM,
+    memory_efficient: bool = False,
+    fused_bn: bool = False,
+) -> keras.Model:
+    """Instantiates the DenseNet-161 architecture (torchvision's; not in
+    keras.applications).
+
+    Architecture: dense blocks (6, 12, 36, 24), growth rate 48, 96 initial
+    features, compression 0.5; 2208 features before the classifier.
+    Weights: ``"imagenet"`` and ``"torchvision"`` are both torchvision's
+    checkpoint, converted (BatchNormalization epsilon 1e-5).
+
+    Example:
+
+    >>> import keras_densenet
+    >>> backbone = keras_densenet.DenseNet161(include_top=False, weights=None,
+    ...                                       input_shape=(64, 64, 3), pooling="avg")
+    >>> backbone.output_shape
+    (None, 2208)
+    """
+    return _build_variant("densenet161", locals())
+
+
+@_named
+def DenseNet169(
+    include_top: bool = True,
+    weights="imagenet",
+    input_tensor=None,
+    input_shape=None,
+    pooling: Optional[str] = None,
+    classes: int = 1000,
+    classifier_activation="softmax",
+    name: str = "densenet169",
+    *,
+    data_format: Optional[str] = None,
+    drop_rate: float = 0.0,
+    bn_epsilon: Optional[float] = None,
+    bn_momentum: float = BN_MOMENTUM,
+    memory_efficient: bool = False,
+    fused_bn: bool = False,
+) -> keras.Model:
+    """Instantiates the DenseNet-169 architecture.
+
+    Same signature, defaults and layer names as
+    `keras.applications.DenseNet169`, so its weights load unchanged.
+
+    Architecture: dense blocks (6, 12, 32, 32), growth rate 32, 64 initial
+    features, compression 0.5; 1664 features before the classifier.
+    Weights: ``"imagenet"`` (keras.applications' file, the default) or
+    ``"torchvision"``.
+
+    Example:
+
+    >>> import keras_densenet
+    >>> backbone = keras_densenet.DenseNet169(include_top=False, weights=None,
+    ...                                       input_shape=(64, 64, 3), pooling="avg")
+    >>> backbone.output_shape
+    (None, 1664)
+    """
+    return _build_variant("densenet169", locals())
+
+
+@_named
+def DenseNet201(
+    include_top: bool = True,
+    weights="imagenet",
+    input_tensor=None,
+    input_shape=None,
+    pooling: Optional[str] = None,
+    classes: int = 1000,
+    classifier_activation="softmax",
+    name: str = "densenet201",
+    *,
+    data_format: Optional[str] = None,
+    drop_rate: float = 0.0,
+    bn_epsilon: Optional[float] = None,
+    bn_momentum: float = BN_MOMENTUM,
+    memory_efficient: bool = False,
+    fused_bn: bool = False,
+) -> keras.Model:
+    """Instantiates the DenseNet-201 architecture.
+
+    Same signature, defaults and layer names as
+    `keras.applications.DenseNet201`, so its weights load unchanged.
+
+    Architecture: dense blocks (6, 12, 48, 32), growth rate 32, 64 initial
+    features, compression 0.5; 1920 features before the classifier.
+    Weights: ``"imagenet"`` (keras.applications' file, the default) or
+    ``"torchvision"``.
+
+    Example:
+
+    >>> import keras_densenet
+    >>> backbone = keras_densenet.DenseNet201(include_top=False, weights=None,
+    ...                                       input_shape=(64, 64, 3), pooling="avg")
+    >>> backbone.output_shape
+    (None, 1920)
+    """
+    return _build_variant("densenet201", locals())
+
+
+@_named
+def DenseNet264(
+    include_top: bool = True,
+    weights=None,
+    input_tensor=None,
+    input_shape=None,
+    pooling: Optional[str] = None,
+    classes: int = 1000,
+    classifier_activation="softmax",
+    name: str = "densenet264",
+    *,
+    data_format: Optional[str] = None,
+    drop_rate: float = 0.0,
+    bn_epsilon: Optional[float] = None,
+    bn_momentum: float = BN_MOMENTUM,
+    memory_efficient: bool = False,
+    fused_bn: bool = False,
+) -> keras.Model:
+    """Instantiates the DenseNet-264 architecture (the paper's Table 1).
+
+    Architecture: dense blocks (6, 12, 64, 48), growth rate 32, 64 initial
+    features, compression 0.5; 2688 features before the classifier.
+    Weights: none are published, so the default is ``None``; a weights
+    file path works.
+
+    Example:
+
+    >>> import keras_densenet
+    >>> backbone = keras_densenet.DenseNet264(include_top=False,
+    ...                                       input_shape=(64, 64, 3), pooling="avg")
+    >>> backbone.output_shape
+    (None, 2688)
+    """
+    return _build_variant("densenet264", locals())
 
 
 def DenseNetBC(

@@ -2,18 +2,28 @@
 
 import json
 import os
+import re
 
 import keras
 import numpy as np
 import pytest
 
 import keras_densenet
+from keras_densenet import cli
 from keras_densenet.core import internals
 from keras_densenet.training import data, train
 from keras_densenet.training.train import TrainConfig
-from tests.helpers import TINY_TRAIN
+from tests.helpers import TINY_TRAIN, cli_args
 
 TINY = dict(TINY_TRAIN, limit=60, batch_size=16, verbose=0)
+
+
+def assert_timings_add_up(timings):
+    """Every phase is there, none is negative, and they make up the total."""
+    assert set(timings) == {*train.TIMED_PHASES, "total"}
+    assert all(seconds >= 0 for seconds in timings.values()), timings
+    assert sum(timings[p] for p in train.TIMED_PHASES) == pytest.approx(timings["total"], abs=1e-6)
+    assert timings["epochs"] > 0 and timings["total"] > 0
 
 
 class StopAfter(keras.callbacks.Callback):
@@ -123,6 +133,8 @@ def test_train_writes_outputs_and_resumes_after_interruption(tmp_path, capsys):
     model = keras.saving.load_model(result.model_path)
     assert model.output_shape == (None, 10) and model.input_shape == (None, None, None, 1)
     assert result.best_val_accuracy == max(row["val_accuracy"] for row in result.history)
+    assert result.epochs_run == 1  # this call's epochs only
+    assert_timings_add_up(result.timings)
 
 
 def test_fine_tune_freezes_backbone_first(tmp_path):
@@ -140,6 +152,9 @@ def test_fine_tune_freezes_backbone_first(tmp_path):
     assert recorder.trainable[0] == 2  # the new head's kernel and bias only
     assert recorder.trainable[1] == 2 + len(backbone.trainable_weights)
     assert result.history[1]["learning_rate"] == pytest.approx(1e-4)  # lr / 10 when unfrozen
+    assert result.epochs_run == 2  # both fits counted
+    assert_timings_add_up(result.timings)
+    assert result.timings["compilation"] > 0  # each fit compiles its first steps
     model = keras.saving.load_model(result.model_path)
     assert model.input_shape == (None, None, None, 3)
 
@@ -208,3 +223,55 @@ def test_training_batches_are_full_and_validation_batches_equal():
     assert data.even_batch_size(360, 32) == 180 and 360 % 180 == 0
     assert data.even_batch_size(97, 32) == 97  # one batch
     assert data.even_batch_size(1031, 32) == 32  # a prime above the cap: no even split
+
+
+def test_compile_timer_records_every_step_and_subtracts_a_typical_one():
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, activation="softmax")])
+    model.compile("sgd", "sparse_categorical_crossentropy")
+    timer = train.CompileTimer()
+    x, y = np.zeros((20, 3), "float32"), np.zeros(20, "int32")
+    model.fit(x, y, batch_size=8, epochs=2, validation_data=(x[:10], y[:10]), validation_batch_size=4,
+              callbacks=[timer], verbose=0)
+    assert timer.epochs == 2
+    assert len(timer.steps["train"]) == 2 * 3 and len(timer.steps["test"]) == 2 * 3
+    assert all(d >= 0 for kind in timer.steps.values() for d in kind)
+    # The estimate itself: first step minus the median of the later ones.
+    timer.steps = {"train": [5.0, 1.0, 1.5, 0.5], "test": [2.0, 3.0]}
+    assert timer.seconds == pytest.approx(4.0)  # test: no cost above a later step
+    timer.steps = {"train": [5.0], "test": []}
+    assert timer.seconds == 5.0  # nothing to compare with: the first step whole
+
+
+def test_format_timings_names_the_phases():
+    timings = {"imports": 6.14, "setup": 0.01, "data": 0.4, "model": 1.2, "compilation": 9.8,
+               "epochs": 24.3, "writing": 0.6}
+    line = train.format_timings({**timings, "total": sum(timings.values())}, epochs_run=8)
+    assert line == ("time: 42.5 s = imports 6.1 s + data 0.4 s + model 1.2 s + compilation 9.8 s"
+                    " + 8 epochs 24.3 s (3.0 s/epoch) + writing 0.6 s")
+    short = train.format_timings({"data": 0.0, "compilation": 1.0, "epochs": 2.0, "writing": 0.01,
+                                  "total": 3.01}, epochs_run=1)
+    assert short == "time: 3.0 s = data 0.0 s + compilation 1.0 s + 1 epoch 2.0 s"
+
+
+#: The CLI's time line: "time: T s = imports I s + ... + N epochs E s ...".
+_TIME_PART = re.compile(r"(?:(\d+) epochs? )?(?:([a-z]+) )?([\d.]+) s(?: \([\d.]+ s/epoch\))?")
+
+
+def test_cli_prints_where_the_time_went(capsys, tmp_path):
+    argv = ["train", "--output", str(tmp_path / "run"),
+            *cli_args(**dict(TINY_TRAIN, limit=60, batch_size=16), epochs=2)]
+    assert cli.main(argv) == 0
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert last.startswith("time: "), last
+    total, parts = last[len("time: "):].split(" = ")
+    phases = {}
+    for part in parts.split(" + "):
+        match = _TIME_PART.fullmatch(part)
+        assert match, part
+        epochs, name, seconds = match.groups()
+        phases["epochs" if epochs else name] = float(seconds)
+        if epochs:
+            assert int(epochs) == 2
+    assert {"imports", "data", "compilation", "epochs"} <= set(phases) <= {"imports", *train.TIMED_PHASES}
+    # Shown to 0.1 s, and phases under 0.05 s are left out.
+    assert sum(phases.values()) == pytest.approx(float(total.removesuffix(" s")), abs=0.05 * 8)

@@ -337,6 +337,79 @@ def _staged_copy(scan: FolderScan) -> str:
     return staging
 
 
+def _scan_for_split(data, validation_split: float) -> FolderScan:
+    """`scan_image_folder`, warning about corrupt files and checking that
+    the readable images fill a training and a validation split."""
+    scan = scan_image_folder(data)
+    if scan.corrupt:
+        warnings.warn(
+            f"skipped {len(scan.corrupt)} corrupt image file(s) in {os.fspath(data)!r}, "
+            f"e.g. {scan.corrupt[0]!r}",
+            DataWarning,
+            stacklevel=3,  # the caller of `image_folder_datasets`
+        )
+    total = sum(len(v) for v in scan.files.values())
+    if round(total * validation_split) < 1 or total - round(total * validation_split) < 1:
+        raise ValueError(
+            f"`data` directory {os.fspath(data)!r} has {total} readable images: "
+            "too few for a training and a validation split"
+        )
+    return scan
+
+
+def _import_tensorflow():
+    """TensorFlow, for tf.data; a ValueError saying why when it is missing."""
+    try:
+        import tensorflow as tf
+    except ImportError as e:
+        raise ValueError(
+            "`data` needs TensorFlow for its tf.data input pipeline "
+            "(pip install tensorflow-cpu); the default digits dataset does not"
+        ) from e
+    return tf
+
+
+def _split_datasets(source: str, scan: FolderScan, image_size: int, batch_size: int,
+                    validation_split: float, seed: int, channels: int) -> tuple:
+    """``(train_ds, val_ds)``: `keras.utils.image_dataset_from_directory`'s
+    two subsets of `source`, with `scan`'s class names."""
+    import keras
+
+    common = dict(
+        labels="inferred",
+        label_mode="int",
+        class_names=scan.class_names,
+        color_mode="grayscale" if channels == 1 else "rgb",
+        batch_size=batch_size,
+        image_size=(image_size, image_size),
+        seed=seed,
+        validation_split=validation_split,
+        verbose=False,
+    )
+    train_ds = keras.utils.image_dataset_from_directory(source, subset="training", **common)
+    val_ds = keras.utils.image_dataset_from_directory(source, subset="validation", **common)
+    return train_ds, val_ds
+
+
+def _augment(train_ds, seed: int, tf):
+    """`train_ds` with random flips and shifts (Keras preprocessing layers)."""
+    import keras
+
+    augment = [
+        keras.layers.RandomFlip("horizontal", seed=seed),
+        keras.layers.RandomTranslation(0.1, 0.1, fill_mode="constant", seed=seed),
+    ]
+
+    def augment_batch(x, y):
+        # Called one by one (not in a Sequential), Keras preprocessing layers
+        # switch to TensorFlow ops inside tf.data whatever the backend.
+        for layer in augment:
+            x = layer(x, training=True)
+        return x, y
+
+    return train_ds.map(augment_batch, num_parallel_calls=tf.data.AUTOTUNE)
+
+
 def image_folder_datasets(
     data,
     image_size: int,
@@ -367,58 +440,14 @@ def image_folder_datasets(
     """
     image_size = check_image_size(image_size)
     _check_split(validation_split)
-    scan = scan_image_folder(data)
-    if scan.corrupt:
-        warnings.warn(
-            f"skipped {len(scan.corrupt)} corrupt image file(s) in {os.fspath(data)!r}, "
-            f"e.g. {scan.corrupt[0]!r}",
-            DataWarning,
-            stacklevel=2,
-        )
-    total = sum(len(v) for v in scan.files.values())
-    if round(total * validation_split) < 1 or total - round(total * validation_split) < 1:
-        raise ValueError(
-            f"`data` directory {os.fspath(data)!r} has {total} readable images: "
-            "too few for a training and a validation split"
-        )
-    try:
-        import tensorflow as tf
-    except ImportError as e:
-        raise ValueError(
-            "`data` needs TensorFlow for its tf.data input pipeline "
-            "(pip install tensorflow-cpu); the default digits dataset does not"
-        ) from e
-    import keras
-
+    scan = _scan_for_split(data, validation_split)
+    tf = _import_tensorflow()
+    # image_dataset_from_directory lists every file, and a corrupt one would
+    # fail when the pipeline decodes it: read a tree without them.
     source = _staged_copy(scan) if scan.corrupt else os.fspath(data)
-    common = dict(
-        labels="inferred",
-        label_mode="int",
-        class_names=scan.class_names,
-        color_mode="grayscale" if channels == 1 else "rgb",
-        batch_size=batch_size,
-        image_size=(image_size, image_size),
-        seed=seed,
-        validation_split=validation_split,
-        verbose=False,
-    )
-    train_ds = keras.utils.image_dataset_from_directory(source, subset="training", **common)
-    val_ds = keras.utils.image_dataset_from_directory(source, subset="validation", **common)
-    augment = [
-        keras.layers.RandomFlip("horizontal", seed=seed),
-        keras.layers.RandomTranslation(0.1, 0.1, fill_mode="constant", seed=seed),
-    ]
-
-    def augment_batch(x, y):
-        # Called one by one (not in a Sequential), Keras preprocessing layers
-        # switch to TensorFlow ops inside tf.data whatever the backend.
-        for layer in augment:
-            x = layer(x, training=True)
-        return x, y
-
-    train_ds = train_ds.map(augment_batch, num_parallel_calls=tf.data.AUTOTUNE)
+    train_ds, val_ds = _split_datasets(source, scan, image_size, batch_size, validation_split, seed, channels)
     return (
-        train_ds.prefetch(tf.data.AUTOTUNE),
+        _augment(train_ds, seed, tf).prefetch(tf.data.AUTOTUNE),
         val_ds.prefetch(tf.data.AUTOTUNE),
         scan.class_names,
         len(scan.corrupt),

@@ -14,6 +14,10 @@ completed epoch in ``backup/``; running the same command again continues
 from there (the backup holds the optimizer state too, and the learning-rate
 schedule is per epoch, so it continues where it was).
 
+`TrainResult.timings` says where the time went (data, model building,
+compilation of the first steps, epochs, writing); `format_timings` makes it
+the line ``keras-densenet train`` ends with.
+
 Models take raw pixels in [0, 255]: the preprocessing (rescaling, plus the
 ImageNet mean/std when fine-tuning pretrained weights) is made of stock
 layers inside the saved model, so ``predict`` and exported artifacts need
@@ -29,6 +33,7 @@ Example:
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import csv
 import dataclasses
@@ -36,7 +41,9 @@ import json
 import math
 import os
 import shutil
+import statistics
 import tempfile
+import time
 from typing import Optional, Sequence
 
 import keras
@@ -64,6 +71,11 @@ from keras_densenet.training.config import (  # noqa: F401
 )
 
 
+#: The phases of `TrainResult.timings`, in the order they run; their seconds
+#: add up to ``timings["total"]``.
+TIMED_PHASES = ("setup", "data", "model", "compilation", "epochs", "writing")
+
+
 @dataclasses.dataclass
 class TrainResult:
     """What `train` produced.
@@ -78,6 +90,15 @@ class TrainResult:
         num_corrupt: image files skipped because they could not be decoded.
         num_devices: devices the batch was split over (1 without
             `TrainConfig.distribute`).
+        timings: wall-clock seconds of this call per phase of
+            `TIMED_PHASES`, plus ``"total"`` (their sum): ``setup`` (checks,
+            output directory, resume state), ``data`` (loading and
+            preparing the data), ``model`` (building it), ``compilation``
+            and ``epochs`` (the `fit` calls, split as `CompileTimer`
+            describes), ``writing`` (class names, plot, backup removal).
+            `format_timings` writes them as one line.
+        epochs_run: epochs this call trained (fewer than ``len(history)``
+            after a resume).
     """
 
     output: str
@@ -90,9 +111,139 @@ class TrainResult:
     class_names: list
     num_corrupt: int = 0
     num_devices: int = 1
+    timings: dict = dataclasses.field(default_factory=dict)
+    epochs_run: int = 0
 
     def files(self) -> list:
         return [self.model_path, self.log_path, self.plot_path, self.class_names_path]
+
+
+#: Phases `format_timings` always shows; the others only from this many
+#: seconds on (below it they would print as 0.0 s).
+_ALWAYS_SHOWN = ("imports", "data", "compilation", "epochs")
+_SHOWN_FROM_S = 0.05
+
+
+def format_timings(timings: dict, epochs_run: int) -> str:
+    """Where the wall time of a run went, as one line.
+
+    Args:
+        timings: seconds per phase (`TrainResult.timings`, optionally with
+            ``"imports"`` as the CLI adds it) and their ``"total"``.
+        epochs_run: the epochs of the ``"epochs"`` phase.
+
+    Returns:
+        ``time: TOTAL s = PHASE s + ...``; phases other than imports, data,
+        compilation and epochs only where they took at least 0.05 s.
+
+    Example:
+
+    >>> format_timings({"imports": 6.1, "setup": 0.01, "data": 0.4, "model": 1.2,
+    ...                 "compilation": 9.8, "epochs": 24.3, "writing": 0.6,
+    ...                 "total": 42.41}, epochs_run=8)
+    'time: 42.4 s = imports 6.1 s + data 0.4 s + model 1.2 s + compilation 9.8 s + 8 epochs 24.3 s (3.0 s/epoch) + writing 0.6 s'
+    """
+    parts = []
+    for phase in ("imports", *TIMED_PHASES):
+        seconds = timings.get(phase)
+        if seconds is None or (phase not in _ALWAYS_SHOWN and seconds < _SHOWN_FROM_S):
+            continue
+        if phase != "epochs":
+            parts.append(f"{phase} {seconds:.1f} s")
+            continue
+        per_epoch = f" ({seconds / epochs_run:.1f} s/epoch)" if epochs_run > 1 else ""
+        parts.append(f"{epochs_run} epoch{'' if epochs_run == 1 else 's'} {seconds:.1f} s{per_epoch}")
+    return f"time: {timings['total']:.1f} s = " + " + ".join(parts)
+
+
+class _Stopwatch:
+    """Wall time per phase: each `lap` charges the time since the last lap
+    to one phase, so the phases add up to the total."""
+
+    def __init__(self):
+        self.seconds = dict.fromkeys(TIMED_PHASES, 0.0)
+        self._start = self._last = time.perf_counter()
+
+    def lap(self, phase: str) -> float:
+        now = time.perf_counter()
+        elapsed, self._last = now - self._last, now
+        self.seconds[phase] += elapsed
+        return elapsed
+
+    def move(self, seconds: float, source: str, target: str) -> None:
+        """Charges `seconds` of phase `source` to phase `target` instead."""
+        self.seconds[source] -= seconds
+        self.seconds[target] += seconds
+
+    def timings(self) -> dict:
+        return {**self.seconds, "total": self._last - self._start}
+
+
+class CompileTimer(keras.callbacks.Callback):
+    """Measures what the first steps of a `fit` cost beyond a normal step.
+
+    Keras compiles the training step inside the first training step and the
+    evaluation step inside the first validation step (JAX and TensorFlow:
+    tracing plus XLA; PyTorch runs eagerly, so there it is the first call's
+    warm-up). `seconds` is that compilation: the first training step's time
+    minus the median of the later training steps, plus the same for the
+    validation steps. A kind with no later step to compare with counts its
+    first step whole (one step's work included). Recompilations for another
+    batch shape later on (the last, smaller batch of an image folder) count
+    as epoch time.
+
+    A step lasts from its `on_train_batch_begin` (`on_test_batch_begin`) to
+    the next step's, the validation's start or end, or the epoch's end:
+    hooks that Keras runs synchronously, also when it dispatches the
+    ``*_batch_end`` hooks asynchronously.
+
+    Attributes:
+        steps: seconds per step, by kind (``"train"``, ``"test"``).
+        epochs: epochs finished.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.steps = {"train": [], "test": []}
+        self.epochs = 0
+        self._running = None  # (kind, start) of the step under way
+
+    def _end_step(self):
+        if self._running is not None:
+            kind, start = self._running
+            self.steps[kind].append(time.perf_counter() - start)
+            self._running = None
+
+    def _begin_step(self, kind):
+        self._end_step()
+        self._running = (kind, time.perf_counter())
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self._begin_step("train")
+
+    def on_test_batch_begin(self, batch, logs=None):
+        self._begin_step("test")
+
+    def on_test_begin(self, logs=None):
+        self._end_step()
+
+    def on_test_end(self, logs=None):
+        self._end_step()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._end_step()
+        self.epochs += 1
+
+    @property
+    def seconds(self) -> float:
+        """The compilation estimate described above (>= 0)."""
+        total = 0.0
+        for durations in self.steps.values():
+            if len(durations) == 1:
+                total += durations[0]
+            elif durations:
+                total += max(0.0, durations[0] - statistics.median(durations[1:]))
+        return total
 
 
 def prepare_output_dir(output) -> str:
@@ -265,6 +416,195 @@ def _load_data(config: TrainConfig, channels: int, multiple: int = 1):
     )
 
 
+def _distribution_plan(config: TrainConfig, distribution) -> tuple:
+    """The data-parallel plan to train with (``None``: one device), and
+    `config` with the plan's global batch size and scaled learning rate."""
+    # Data parallelism (keras_densenet.training.distribute):
+    plan = distribution
+    if plan is None and config.distribute:
+        plan = distribute_lib.data_parallel(sync_bn=config.sync_bn)
+    if plan is not None:
+        global_batch, lr = distribute_lib.scale_batch_and_lr(
+            config.batch_size, config.lr, plan.num_devices, config.lr_scaling
+        )
+        config = dataclasses.replace(config, batch_size=global_batch, lr=lr)
+    return config, plan
+
+
+def _write_class_names(path: str, class_names: Sequence[str]) -> None:
+    """Writes the label names, in output order, as JSON (atomically)."""
+    def write_names(tmp):
+        with open(tmp, "w") as f:
+            json.dump(list(class_names), f, indent=1)
+
+    atomic_write(path, write_names)
+
+
+@dataclasses.dataclass
+class _ResumeState:
+    """What an interrupted earlier run left in the output directory.
+
+    Attributes:
+        backup_dir: where `BackupAndRestore` keeps the last completed epoch.
+        resuming: that backup exists: this run continues it.
+        previous: the rows of ``log.csv`` written so far (``[]`` if fresh).
+        best_so_far: the best validation accuracy so far (that of the saved
+            model), or ``None``.
+    """
+
+    backup_dir: str
+    resuming: bool
+    previous: list
+    best_so_far: Optional[float]
+
+
+def _resume_state(output: str, log_path: str) -> _ResumeState:
+    """Reads what an interrupted run in `output` left to continue from."""
+    backup_dir = os.path.join(output, BACKUP_DIR)
+    resuming = os.path.isdir(backup_dir)
+    previous = read_log(log_path) if resuming else []
+    best_so_far = max((row.get("val_accuracy", -1.0) for row in previous), default=None)
+    return _ResumeState(backup_dir, resuming, previous, best_so_far)
+
+
+@contextlib.contextmanager
+def _training_scope(config: TrainConfig, plan):
+    """Seeds, the mixed-precision policy and the engine's scope, for
+    building and fitting the model; the global dtype policy is restored."""
+    old_policy = keras.config.dtype_policy()
+    keras.utils.set_random_seed(config.seed)
+    if config.mixed_precision:
+        keras.config.set_dtype_policy(f"mixed_{config.mixed_precision}")
+    try:
+        with contextlib.ExitStack() as scope:
+            if plan is not None:  # variables are created and fitted in the engine's scope
+                scope.enter_context(plan.scope())
+            yield
+    finally:
+        keras.config.set_dtype_policy(old_policy)
+
+
+def _build_model(config: TrainConfig, plan, num_classes: int, channels: int, resume: _ResumeState) -> tuple:
+    """Builds the classifier (`build_classifier`) and says what it is and
+    where a resumed run continues; returns ``(model, backbone)``."""
+    model, backbone = build_classifier(config, num_classes, channels)
+    _say(config, f"model: {model.name}, {model.count_params():,} parameters, "
+                 f"{keras.backend.backend()} backend")
+    if resume.previous:
+        _say(config, f"resuming from epoch {len(resume.previous) + 1} of {config.epochs} "
+                     f"({len(resume.previous)} done, backup in {resume.backup_dir})")
+    if plan is not None:
+        plan.prepare(model)
+    return model, backbone
+
+
+#: One `model.fit` call of `train`: its name (also its backup's folder), its
+#: epochs ``[start, stop)``, learning rate and whether the backbone learns.
+_FitPhase = collections.namedtuple("_FitPhase", "name start stop lr backbone_trainable")
+
+
+def _fit_phases(config: TrainConfig, backup_dir: str) -> list:
+    """The `_FitPhase` list: from scratch one; fine-tuning the frozen-backbone
+    phase first, unless it finished before an interruption."""
+    pretrained = config.weights is not None
+    head_epochs = 0
+    if pretrained:
+        head_epochs = config.head_epochs or max(1, config.epochs // 3)
+    phases = []
+    if head_epochs:
+        phases.append(_FitPhase("head", 0, head_epochs, config.lr, False))
+    phases.append(_FitPhase("all", head_epochs, config.epochs, config.lr / 10 if pretrained else config.lr, True))
+    if os.path.isdir(os.path.join(backup_dir, phases[-1].name)):
+        phases = phases[-1:]  # the frozen phase finished before the interruption
+    return phases
+
+
+def _phase_callbacks(plan, phase: _FitPhase, backup_dir: str, log_path: str, append_log: bool,
+                     checkpoint, extra: Sequence) -> list:
+    """The callbacks of one phase's `fit`: engine, backup, schedule, log,
+    checkpoint, then the caller's."""
+    # One backup per phase: the saved optimizer state matches the
+    # trainable weights of the phase that wrote it.
+    backup = keras.callbacks.BackupAndRestore(os.path.join(backup_dir, phase.name), delete_checkpoint=False)
+    return [
+        *(plan.callbacks() if plan is not None else []),  # before the checkpoint
+        backup,
+        keras.callbacks.LearningRateScheduler(_cosine(phase.lr, phase.start, phase.stop)),
+        keras.callbacks.CSVLogger(log_path, append=append_log),
+        checkpoint,
+        *extra,
+    ]
+
+
+def _fit_phase(model, backbone, config: TrainConfig, plan, phase: _FitPhase, data: tuple, callbacks: list) -> None:
+    """Compiles `model` for `phase` and fits its epochs."""
+    train_data, val_data = data
+    backbone.trainable = phase.backbone_trainable
+    # Compilation happens inside the first step: without a word, tens
+    # of seconds of silence and a huge first ETA look like a hang.
+    fine_tuning = phase.backbone_trainable and config.weights is not None
+    _say(config, f"{'fine-tuning' if fine_tuning else 'training'}: "
+                 "compiling the training step first (up to a minute on a CPU)...")
+    model.compile(
+        optimizer=keras.optimizers.AdamW(phase.lr, weight_decay=1e-4),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+    )
+    model.fit(
+        train_data,
+        validation_data=val_data,
+        batch_size=config.batch_size if config.data is None else None,
+        # Arrays (the digits) on one device: equal validation
+        # batches, so one compiled evaluation step.
+        validation_batch_size=(
+            data_lib.even_batch_size(len(val_data[0]), config.batch_size)
+            if isinstance(val_data, tuple) and plan is None else None
+        ),
+        # tf.data folders are shuffled by image_dataset_from_directory,
+        # the digits batches by augmented_batches.
+        shuffle=False,
+        initial_epoch=phase.start,
+        epochs=phase.stop,
+        callbacks=callbacks,
+        verbose=config.verbose,
+    )
+
+
+def _fit(model, backbone, config: TrainConfig, plan, data: tuple, paths: dict,
+         resume: _ResumeState, callbacks: Sequence, watch: _Stopwatch) -> int:
+    """Runs every `_FitPhase`, charging its compilation (`CompileTimer`) and
+    the rest of its `fit` to `watch`; returns the epochs trained."""
+    checkpoint = AtomicModelCheckpoint(
+        paths[MODEL_FILE],
+        monitor="val_accuracy",
+        mode="max",
+        save_best_only=True,
+        # After a resume, only a model better than the saved one replaces it.
+        initial_value_threshold=resume.best_so_far,
+    )
+    epochs_run = 0
+    for i, phase in enumerate(_fit_phases(config, resume.backup_dir)):
+        timer = CompileTimer()
+        phase_callbacks = _phase_callbacks(
+            plan, phase, resume.backup_dir, paths[LOG_FILE], resume.resuming or i > 0, checkpoint, callbacks
+        )
+        _fit_phase(model, backbone, config, plan, phase, data, [timer, *phase_callbacks])
+        fit_seconds = watch.lap("epochs")
+        watch.move(min(timer.seconds, fit_seconds), "epochs", "compilation")
+        epochs_run += timer.epochs
+    return epochs_run
+
+
+def _write_final_files(paths: dict, backup_dir: str) -> list:
+    """Drops the backup, plots the log; returns the log's rows."""
+    # Every epoch is in the log and the best model is saved: the backup has
+    # served its purpose.
+    shutil.rmtree(backup_dir, ignore_errors=True)
+    history = read_log(paths[LOG_FILE])
+    plot_learning_curve(history, paths[PLOT_FILE])
+    return history
+
+
 def train(
     config: TrainConfig,
     callbacks: Sequence[keras.callbacks.Callback] = (),
@@ -290,7 +630,7 @@ def train(
             `distribute.data_parallel` when `config.distribute` is set.
 
     Returns:
-        A `TrainResult`.
+        A `TrainResult`; its `timings` say where the time went.
 
     Raises:
         ValueError: invalid options or data; the message names them.
@@ -301,118 +641,31 @@ def train(
     ...                            output="/tmp/kd_doc"))  # doctest: +SKIP
     >>> 0 <= result.best_val_accuracy <= 1  # doctest: +SKIP
     True
+    >>> print(format_timings(result.timings, result.epochs_run))  # doctest: +SKIP
+    time: 5.3 s = data 0.4 s + model 0.3 s + compilation 3.1 s + 1 epoch 1.3 s + writing 0.2 s
     """
+    watch = _Stopwatch()
     validate(config)
-    # Data parallelism (keras_densenet.training.distribute):
-    plan = distribution
-    if plan is None and config.distribute:
-        plan = distribute_lib.data_parallel(sync_bn=config.sync_bn)
-    if plan is not None:
-        global_batch, lr = distribute_lib.scale_batch_and_lr(
-            config.batch_size, config.lr, plan.num_devices, config.lr_scaling
-        )
-        config = dataclasses.replace(config, batch_size=global_batch, lr=lr)
+    config, plan = _distribution_plan(config, distribution)
     output = prepare_output_dir(config.output)
-    pretrained = config.weights is not None
+    paths = {name: os.path.join(output, name) for name in (MODEL_FILE, LOG_FILE, PLOT_FILE, CLASS_NAMES_FILE)}
+    watch.lap("setup")
     # Pretrained ImageNet backbones want RGB; digits are gray otherwise.
-    channels = 3 if (pretrained or config.data is not None) else 1
+    channels = 3 if (config.weights is not None or config.data is not None) else 1
     train_data, val_data, class_names, num_corrupt = _load_data(
         config, channels, plan.batch_multiple if plan is not None else 1
     )
-    paths = {name: os.path.join(output, name) for name in (MODEL_FILE, LOG_FILE, PLOT_FILE, CLASS_NAMES_FILE)}
-    def write_names(tmp):
-        with open(tmp, "w") as f:
-            json.dump(list(class_names), f, indent=1)
-
-    atomic_write(paths[CLASS_NAMES_FILE], write_names)
-
-    backup_dir = os.path.join(output, BACKUP_DIR)
-    resuming = os.path.isdir(backup_dir)
-    previous = read_log(paths[LOG_FILE]) if resuming else []
-    best_so_far = max((row.get("val_accuracy", -1.0) for row in previous), default=None)
-
-    old_policy = keras.config.dtype_policy()
-    keras.utils.set_random_seed(config.seed)
-    if config.mixed_precision:
-        keras.config.set_dtype_policy(f"mixed_{config.mixed_precision}")
-    scope = contextlib.ExitStack()
-    try:
-        if plan is not None:  # variables are created and fitted in the engine's scope
-            scope.enter_context(plan.scope())
-        model, backbone = build_classifier(config, len(class_names), channels)
-        _say(config, f"model: {model.name}, {model.count_params():,} parameters, "
-                     f"{keras.backend.backend()} backend")
-        if previous:
-            _say(config, f"resuming from epoch {len(previous) + 1} of {config.epochs} "
-                         f"({len(previous)} done, backup in {backup_dir})")
-        if plan is not None:
-            plan.prepare(model)
-        checkpoint = AtomicModelCheckpoint(
-            paths[MODEL_FILE],
-            monitor="val_accuracy",
-            mode="max",
-            save_best_only=True,
-            # After a resume, only a model better than the saved one replaces it.
-            initial_value_threshold=best_so_far,
-        )
-        head_epochs = 0
-        if pretrained:
-            head_epochs = config.head_epochs or max(1, config.epochs // 3)
-        phases = []
-        if head_epochs:
-            phases.append(("head", 0, head_epochs, config.lr, False))
-        phases.append(("all", head_epochs, config.epochs, config.lr / 10 if pretrained else config.lr, True))
-        if os.path.isdir(os.path.join(backup_dir, phases[-1][0])):
-            phases = phases[-1:]  # the frozen phase finished before the interruption
-        for i, (phase, start, stop, lr, backbone_trainable) in enumerate(phases):
-            # One backup per phase: the saved optimizer state matches the
-            # trainable weights of the phase that wrote it.
-            backup = keras.callbacks.BackupAndRestore(
-                os.path.join(backup_dir, phase), delete_checkpoint=False
-            )
-            backbone.trainable = backbone_trainable
-            # Compilation happens inside the first step: without a word, tens
-            # of seconds of silence and a huge first ETA look like a hang.
-            _say(config, f"{'fine-tuning' if backbone_trainable and pretrained else 'training'}: "
-                         "compiling the training step first (up to a minute on a CPU)...")
-            model.compile(
-                optimizer=keras.optimizers.AdamW(lr, weight_decay=1e-4),
-                loss="sparse_categorical_crossentropy",
-                metrics=["accuracy"],
-            )
-            model.fit(
-                train_data,
-                validation_data=val_data,
-                batch_size=config.batch_size if config.data is None else None,
-                # Arrays (the digits) on one device: equal validation
-                # batches, so one compiled evaluation step.
-                validation_batch_size=(
-                    data_lib.even_batch_size(len(val_data[0]), config.batch_size)
-                    if isinstance(val_data, tuple) and plan is None else None
-                ),
-                # tf.data folders are shuffled by image_dataset_from_directory,
-                # the digits batches by augmented_batches.
-                shuffle=False,
-                initial_epoch=start,
-                epochs=stop,
-                callbacks=[
-                    *(plan.callbacks() if plan is not None else []),  # before the checkpoint
-                    backup,
-                    keras.callbacks.LearningRateScheduler(_cosine(lr, start, stop)),
-                    keras.callbacks.CSVLogger(paths[LOG_FILE], append=resuming or i > 0),
-                    checkpoint,
-                    *callbacks,
-                ],
-                verbose=config.verbose,
-            )
-    finally:
-        scope.close()
-        keras.config.set_dtype_policy(old_policy)
-    # Every epoch is in the log and the best model is saved: the backup has
-    # served its purpose.
-    shutil.rmtree(backup_dir, ignore_errors=True)
-    history = read_log(paths[LOG_FILE])
-    plot_learning_curve(history, paths[PLOT_FILE])
+    watch.lap("data")
+    _write_class_names(paths[CLASS_NAMES_FILE], class_names)
+    watch.lap("writing")
+    resume = _resume_state(output, paths[LOG_FILE])
+    watch.lap("setup")
+    with _training_scope(config, plan):
+        model, backbone = _build_model(config, plan, len(class_names), channels, resume)
+        watch.lap("model")
+        epochs_run = _fit(model, backbone, config, plan, (train_data, val_data), paths, resume, callbacks, watch)
+    history = _write_final_files(paths, resume.backup_dir)
+    watch.lap("writing")
     return TrainResult(
         output=output,
         model_path=paths[MODEL_FILE],
@@ -424,4 +677,6 @@ def train(
         class_names=list(class_names),
         num_corrupt=num_corrupt,
         num_devices=plan.num_devices if plan is not None else 1,
+        timings=watch.timings(),
+        epochs_run=epochs_run,
     )

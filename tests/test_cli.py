@@ -258,7 +258,9 @@ def _bad_inputs(tmp_path, image_folder, png):
         "empty data dir": (["train", "--data", str(empty)], "no readable images"),
         "single class": (["train", "--data", str(single)], "only one class"),
         "only corrupt images": (["train", "--data", str(all_corrupt)], "2 corrupt"),
-        "image size below 32": (["train", "--image-size", "16"], "`--image-size` must be an integer >= 32"),
+        "image size below 8": (["train", "--image-size", "7"], "`--image-size` must be an integer >= 8"),
+        "image size below the stride": (["train", "--arch", "densenet121", "--image-size", "16"],
+                                        "`--image-size` must be at least 32 for densenet121"),
         "unknown arch": (["train", "--arch", "densenet99"], "densenet121"),
         "unwritable output": (["train", "--output", str(a_file / "sub")], "--output"),
         "predict not a model": (["predict", str(png), "--model", str(not_a_model)], "not a loadable Keras model"),
@@ -269,7 +271,8 @@ def _bad_inputs(tmp_path, image_folder, png):
 
 @pytest.mark.parametrize(
     "case",
-    ["missing data dir", "empty data dir", "single class", "only corrupt images", "image size below 32",
+    ["missing data dir", "empty data dir", "single class", "only corrupt images", "image size below 8",
+     "image size below the stride",
      "unknown arch", "unwritable output", "predict not a model", "export not a model", "predict missing image"],
 )
 def test_bad_input_is_one_line_exit_2(case, capsys, tmp_path, image_folder, png):

@@ -97,7 +97,9 @@ def test_image_folder_datasets_skip_corrupt(image_folder):
 @pytest.mark.parametrize(
     "bad, match",
     [
-        (dict(image_size=16), "image_size"),
+        (dict(image_size=4), "image_size"),
+        (dict(image_size=16, arch="densenet121"), "image_size. must be at least 32 for densenet121"),
+        (dict(image_size=2, depth=10), "image_size"),
         (dict(arch="densenet99"), "Unknown DenseNet variant"),
         (dict(depth=11), "depth"),
         (dict(epochs=0), "epochs"),

@@ -3,8 +3,7 @@
 The default dataset is scikit-learn's bundled handwritten digits
 (`sklearn.datasets.load_digits`): 1797 real 8x8 scans of the digits 0-9,
 shipped inside scikit-learn, so training works offline. They are upsampled
-to ``image_size`` (at least 32, the smallest input a CIFAR DenseNet takes
-comfortably) and split into stratified train/validation sets.
+to ``image_size`` (at least 8, their own size) and split into stratified train/validation sets.
 
 Image folders (one sub-folder per class) go through
 `keras.utils.image_dataset_from_directory` after every file has been opened
@@ -32,8 +31,10 @@ import numpy as np
 
 from keras_densenet.core import checks, extras
 
-#: Smallest input side the CLI accepts (CIFAR DenseNets are designed for 32).
-MIN_IMAGE_SIZE = 32
+#: Smallest input side the trainer accepts: the digits' own 8x8 scans. A
+#: model may need more (its total stride, e.g. 32 for DenseNet-121; see
+#: `config.validate`).
+MIN_IMAGE_SIZE = 8
 #: File endings `keras.utils.image_dataset_from_directory` reads.
 IMAGE_SUFFIXES = (".bmp", ".gif", ".jpeg", ".jpg", ".png")
 
@@ -79,7 +80,7 @@ def load_digits_dataset(
     """scikit-learn's handwritten digits, upsampled, with a stratified split.
 
     Args:
-        image_size: output side in pixels (>= 32); bilinear upsampling
+        image_size: output side in pixels (>= 8); bilinear upsampling
             (`resize_images`).
         channels: 1 (grayscale) or 3 (the gray value repeated, for ImageNet
             backbones).

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import inspect
 import os
 import re
 import sys
@@ -30,11 +29,6 @@ from keras_densenet.training.data import MIN_IMAGE_SIZE, DataWarning
 #: Every `TrainConfig` default, by option name: the train options' defaults.
 _TRAIN = {f.name: f.default for f in dataclasses.fields(config.TrainConfig)}
 _VARIANTS = ", ".join(registry.VARIANTS)
-#: `bench.run`'s defaults, by option name: the bench options' defaults.
-_BENCH = {
-    name: p.default for name, p in inspect.signature(bench.run).parameters.items()
-    if p.default is not inspect.Parameter.empty and name != "out"
-}
 
 
 # --- train -----------------------------------------------------------------
@@ -42,9 +36,9 @@ _BENCH = {
 _TRAIN_EPILOG = """\
 defaults: a DenseNet-BC (depth {depth}, k={growth_rate}, {params:,} parameters) trained from scratch
 on scikit-learn's bundled handwritten digits (1797 real 8x8 scans, upsampled
-to 32x32, stratified 80/20 split), AdamW with cosine decay, random shifts of
-up to 2 pixels. --bn-momentum defaults to {bn_momentum}, not Keras' 0.99: with 0.99 the
-BatchNormalization moving statistics average over ~100 steps, longer than
+to {image_size}x{image_size}, stratified 80/20 split), {epochs} epochs of AdamW with cosine decay
+from {lr:g}, random shifts of up to image-size/16 pixels (none below 16x16).
+--bn-momentum defaults to {bn_momentum}, not Keras' 0.99: with 0.99 the BatchNormalization moving statistics average over ~100 steps, longer than
 the whole run's first epochs (45 steps each), so validation (which uses them)
 sees statistics of an untrained network (17% measured vs 99% training
 accuracy).
@@ -72,6 +66,9 @@ def _add_train(sub) -> None:
             depth=_TRAIN["depth"],
             growth_rate=_TRAIN["growth_rate"],
             bn_momentum=_TRAIN["bn_momentum"],
+            image_size=_TRAIN["image_size"],
+            epochs=_TRAIN["epochs"],
+            lr=_TRAIN["lr"],
             params=registry.ArchConfig.bc(_TRAIN["depth"], _TRAIN["growth_rate"]).param_count(10, in_channels=1),
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -130,10 +127,15 @@ def _check_train(args) -> None:
 
 
 def _run_train(args) -> int:
+    import time
     import warnings
 
-    from keras_densenet.training.train import train
+    started = time.perf_counter()
+    # keras, its backend and the package's modules: on a short run, a
+    # large part of the time.
+    from keras_densenet.training.train import format_timings, train
 
+    imported = time.perf_counter()
     train_config = _train_config(args)
     # Data parallelism (keras_densenet.training.distribute):
     plan = None
@@ -156,9 +158,15 @@ def _run_train(args) -> int:
         warnings.simplefilter("always", DataWarning)
         warnings.showwarning = show
         result = train(train_config, distribution=plan)
+    finished = time.perf_counter()
     # Corrupt files were reported once, by the warning, as they were found.
     print(f"best validation accuracy: {result.best_val_accuracy:.4f}")
     print(f"saved: {', '.join(result.files())}")
+    timings = dict(result.timings, imports=imported - started, total=finished - started)
+    # What ran here between the imports and `train` (the distribution plan,
+    # the compile cache) is setup too: the phases still add up to the total.
+    timings["setup"] += (finished - imported) - result.timings["total"]
+    print(format_timings(timings, result.epochs_run))
     return 0
 
 
@@ -270,46 +278,59 @@ def _add_bench(sub) -> None:
     p = sub.add_parser(
         "bench",
         help="memory-efficient vs standard: activation memory, step time, peak RSS; "
-        "throughput against keras.applications and native PyTorch",
+        "throughput against keras.applications and native PyTorch; the trainer's step time",
     )
-    d = _BENCH  # bench.run's defaults
-    p.add_argument("--measure", default=",".join(d["measure"]),
+    d = bench.BenchOptions()  # the bench options' defaults
+    p.add_argument("--measure", default=",".join(bench.DEFAULT_MEASURES),
                    help=f"comma-separated: {', '.join(bench.MEASURES)} (default: %(default)s)")
-    p.add_argument("--variants", default=",".join(d["variants"]),
+    p.add_argument("--variants", default=",".join(d.variants),
                    help="variants for the activation and build-time tables (default: %(default)s)")
-    p.add_argument("--image-size", type=int, default=d["image_size"], help="input side for activations (%(default)s)")
-    p.add_argument("--backends", default=",".join(d["backends"]), help="backends for step time (%(default)s)")
-    p.add_argument("--time-variant", default=d["time_variant"],
+    p.add_argument("--image-size", type=int, default=d.image_size, help="input side for activations (%(default)s)")
+    p.add_argument("--backends", default=",".join(d.backends), help="backends for step time (%(default)s)")
+    p.add_argument("--time-variant", default=d.time_variant,
                    help="variant for step time and peak RSS (%(default)s)")
-    p.add_argument("--time-size", type=int, default=d["time_size"], help="input side for step time / RSS (%(default)s)")
-    p.add_argument("--time-batch", type=int, default=d["time_batch"], help="batch for step time (%(default)s)")
-    p.add_argument("--rss-batch", type=int, default=d["rss_batch"], help="batch for peak RSS (%(default)s)")
-    p.add_argument("--steps", type=int, default=d["steps"], help="timed steps / fit steps (%(default)s)")
+    p.add_argument("--time-size", type=int, default=d.time_size, help="input side for step time / RSS (%(default)s)")
+    p.add_argument("--time-batch", type=int, default=d.time_batch, help="batch for step time (%(default)s)")
+    p.add_argument("--rss-batch", type=int, default=d.rss_batch, help="batch for peak RSS (%(default)s)")
+    p.add_argument("--steps", type=int, default=d.steps, help="timed steps / fit steps (%(default)s)")
     # --measure throughput (keras_densenet.tools.throughput)
-    p.add_argument("--throughput-variant", default=d["throughput_variant"],
+    p.add_argument("--throughput-variant", default=d.throughput_variant,
                    help="variant for throughput (%(default)s)")
-    p.add_argument("--throughput-size", type=int, default=d["throughput_size"],
+    p.add_argument("--throughput-size", type=int, default=d.throughput_size,
                    help="input side for throughput (%(default)s)")
-    p.add_argument("--throughput-batch", type=int, default=d["throughput_batch"],
+    p.add_argument("--throughput-batch", type=int, default=d.throughput_batch,
                    help="batch for throughput (%(default)s)")
-    p.add_argument("--rounds", type=int, default=d["rounds"],
+    p.add_argument("--rounds", type=int, default=d.rounds,
                    help="alternating timed rounds for throughput (%(default)s)")
-    p.add_argument("--iters", type=int, default=d["iters"], help="calls per candidate per round (%(default)s)")
-    p.add_argument("--precision", default=d["precision"],
+    p.add_argument("--iters", type=int, default=d.iters, help="calls per candidate per round (%(default)s)")
+    p.add_argument("--precision", default=d.precision,
                    help=f"Keras dtype policy for throughput: {', '.join(bench.PRECISIONS)} (%(default)s)")
     p.add_argument("--json", dest="json_path", metavar="FILE",
                    help="also write all results as JSON to FILE ('-': stdout)")
     # --measure build
-    p.add_argument("--repeats", type=int, default=d["repeats"],
+    p.add_argument("--repeats", type=int, default=d.repeats,
                    help="fresh-process builds per model for build time (%(default)s)")
+    # --measure step: the model `keras-densenet train` fits by default
+    p.add_argument("--step-sizes", default=",".join(map(str, d.step_sizes)),
+                   help=f"comma-separated input sides for the trainer's step time, >= {MIN_IMAGE_SIZE} "
+                   "(default: the trainer's default, %(default)s)")
+    p.add_argument("--step-count", type=int, default=d.step_count,
+                   help="timed train_on_batch steps for the trainer's step time, median (%(default)s)")
+    p.add_argument("--onednn", default=",".join(d.onednn),
+                   help=f"TensorFlow rows of the trainer's step time, comma-separated: {', '.join(bench.ONEDNN)} "
+                   "(TF_ENABLE_ONEDNN_OPTS=1/0 or unset; default: %(default)s)")
     p.set_defaults(func=_run_bench)
 
 
 def _run_bench(args) -> int:
-    options = {k: v for k, v in vars(args).items() if k in _BENCH}
-    for name in ("measure", "backends", "variants"):
+    fields = {f.name for f in dataclasses.fields(bench.BenchOptions)}
+    options = {k: v for k, v in vars(args).items() if k in fields}
+    for name in ("backends", "variants", "onednn"):
         options[name] = _csv(options[name])
-    bench.run(**options)
+    # Integers become ints; anything else goes on as text, for BenchOptions
+    # to reject by name.
+    options["step_sizes"] = [int(s) if re.fullmatch(r"[+-]?\d+", s) else s for s in _csv(options["step_sizes"])]
+    bench.run(_csv(args.measure), bench.BenchOptions(**options), json_path=args.json_path)
     return 0
 
 

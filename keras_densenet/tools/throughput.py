@@ -33,6 +33,7 @@ Example::
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import platform
 import statistics
@@ -56,6 +57,15 @@ WARMUP_CALLS = 3
 KERAS_APPLICATIONS = registry.KERAS_APPLICATIONS
 LEARNING_RATE = 0.01
 MOMENTUM = 0.9
+#: The /proc/cpuinfo flag of AVX-512 Foundation, which every AVX-512 CPU has.
+AVX512_FLAG = "avx512f"
+#: How each backend's training memory is measured (`measure`'s ``memory_method``).
+MEMORY_METHODS = {
+    "jax": "XLA temporary buffers of the compiled training step (memory_analysis)",
+    "torch": "torch.cuda.max_memory_allocated during one step minus memory allocated before it (CUDA only)",
+    "tensorflow": "tf.config.experimental.get_memory_info peak minus current (GPU only)",
+}
+NATIVE_MEMORY_METHOD = "native: torch.cuda.max_memory_allocated (CUDA only)"
 
 
 def _torch():
@@ -71,22 +81,39 @@ def _cuda(torch) -> bool:
     return torch is not None and torch.cuda.is_available()
 
 
+def _cpu() -> dict:
+    """CPU model and whether it has AVX-512 (``avx512f``), from /proc/cpuinfo.
+
+    ``avx512`` is ``None`` where /proc/cpuinfo cannot be read (not Linux).
+    """
+    info = {"cpu": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(), "avx512": None}
+    try:
+        with open("/proc/cpuinfo") as f:
+            lines = f.readlines()
+    except OSError:
+        return info
+    names = [l.split(":", 1)[1].strip() for l in lines if l.startswith("model name")]
+    if names:
+        info["cpu"] = names[0]
+    flags = next((l.split(":", 1)[1].split() for l in lines if l.startswith("flags")), None)
+    if flags is not None:
+        info["avx512"] = AVX512_FLAG in flags
+    return info
+
+
 def machine() -> dict:
-    """Where the numbers come from: CPU, accelerator, library versions."""
+    """Where the numbers come from: CPU, accelerator, library versions.
+
+    Example::
+
+        throughput.machine()["avx512"]  # True, False, or None off Linux
+    """
     info = {
         "backend": keras.backend.backend(),
         "keras": keras.__version__,
         "python": platform.python_version(),
-        "cpu": platform.processor() or platform.machine(),
-        "cpu_count": os.cpu_count(),
+        **_cpu(),
     }
-    try:
-        with open("/proc/cpuinfo") as f:
-            names = [l.split(":", 1)[1].strip() for l in f if l.startswith("model name")]
-        if names:
-            info["cpu"] = names[0]
-    except OSError:
-        pass
     backend = keras.backend.backend()
     if backend == "jax":
         import jax
@@ -330,6 +357,92 @@ def jax_step_temp_bytes(model, x, y) -> float:
     return float(analysis.temp_size_in_bytes)
 
 
+@dataclasses.dataclass(frozen=True)
+class _Setup:
+    """`measure`'s arguments, shared by every mode."""
+
+    variant: object
+    image_size: int
+    batch_size: int
+    rounds: int
+    iters: int
+    precision: str
+    native: bool
+    memory: bool
+    seed: int
+
+
+def _keras_candidates(keras_models: dict, x_dev, x_cf, y_dev, training: bool) -> dict:
+    """name -> one call of each Keras model on the batch already on the device."""
+    candidates = {}
+    for name, (model, channels_first) in keras_models.items():
+        xin = x_cf if channels_first else x_dev
+        if training:
+            candidates[name] = lambda m=model, xin=xin: float(m.train_on_batch(xin, y_dev))
+        else:
+            candidates[name] = lambda m=model, xin=xin: m.predict_on_batch(xin)
+    return candidates
+
+
+def _native_candidates(natives: dict, x: np.ndarray, labels: np.ndarray, precision: str, training: bool) -> dict:
+    """name -> one step of each native PyTorch module (`_native_models`)."""
+    if not natives:
+        return {}
+    torch = _torch()
+    y = torch.from_numpy(labels.astype("int64"))
+    y = y.cuda() if _cuda(torch) else y
+    return {
+        name: _native_step(module, _native_input(x, channels_last), y, precision, training)
+        for name, (module, channels_last, _) in natives.items()
+    }
+
+
+def _ratios(timings: dict) -> dict:
+    """Images/s of every timed candidate over ``ours`` (empty without ``ours``)."""
+    ours = timings.get("ours", {}).get("images_per_s")
+    return {name: r["images_per_s"] / ours for name, r in timings.items() if name != "skipped" and ours}
+
+
+def _training_memory(timings: dict, keras_models: dict, natives: dict, candidates: dict, x_dev, y_dev) -> dict:
+    """Peak training bytes of every timed candidate, by the backend's method."""
+    backend = keras.backend.backend()
+    memory_bytes: Dict[str, Optional[float]] = {}
+    for name, (model, _) in keras_models.items():
+        if name not in timings:
+            continue  # skipped: it failed its warm-up
+        if backend == "jax":
+            memory_bytes[name] = jax_step_temp_bytes(model, x_dev, y_dev)
+        elif backend == "torch":
+            memory_bytes[name] = _torch_step_memory(candidates[name])
+        else:
+            memory_bytes[name] = _tf_step_memory(candidates[name])
+    for name in natives:
+        if name in timings:
+            memory_bytes[name] = _torch_step_memory(candidates[name])
+    return memory_bytes
+
+
+def _measure_mode(setup: _Setup, mode: str, x: np.ndarray, labels: np.ndarray) -> dict:
+    """One mode's timings (and training memory): ``{"timings", "memory",
+    "native_source"}``. The models live only as long as this call."""
+    training = mode == "training"
+    backend = keras.backend.backend()
+    keras.utils.set_random_seed(setup.seed)
+    x_dev = _on_device(x)
+    x_cf = _on_device(np.ascontiguousarray(np.transpose(x, (0, 3, 1, 2)))) if backend == "torch" else None
+    y_dev = _on_device(labels.astype("int64" if backend == "torch" else "int32"))
+    keras_models = _keras_models(setup.variant, setup.image_size, setup.precision, training)
+    candidates = _keras_candidates(keras_models, x_dev, x_cf, y_dev, training)
+    natives = _native_models(setup.variant, training) if setup.native else {}
+    candidates.update(_native_candidates(natives, x, labels, setup.precision, training))
+    timings = timed_rounds(candidates, setup.rounds, setup.iters, setup.batch_size)
+    memory_bytes = {}
+    if training and setup.memory:
+        memory_bytes = _training_memory(timings, keras_models, natives, candidates, x_dev, y_dev)
+    native_source = next(iter(natives.values()))[2] if natives else None
+    return {"timings": timings, "memory": memory_bytes, "native_source": native_source}
+
+
 def measure(
     variant="densenet121",
     *,
@@ -365,65 +478,26 @@ def measure(
         images_per_s / ours}}, "memory_mb_per_image": {name: MB or None},
         "memory_method": ..., "native_source": ...}``.
     """
-    torch = _torch() if native else None
+    setup = _Setup(variant, image_size, batch_size, rounds, iters, precision, native, memory, seed)
     rng = np.random.default_rng(seed)
     x = rng.uniform(-1, 1, (batch_size, image_size, image_size, 3)).astype("float32")
     labels = rng.integers(0, 1000, (batch_size,))
-    backend = keras.backend.backend()
     result = {
         "machine": machine(),
-        "config": dict(variant=variant if isinstance(variant, str) else repr(variant), image_size=image_size, batch_size=batch_size, rounds=rounds,
-                       iters=iters, precision=precision, modes=list(modes)),
+        "config": dict(variant=variant if isinstance(variant, str) else repr(variant), image_size=image_size,
+                       batch_size=batch_size, rounds=rounds, iters=iters, precision=precision, modes=list(modes)),
         "ratios": {},
     }
     memory_bytes: Dict[str, Optional[float]] = {}
     for mode in modes:
-        training = mode == "training"
-        keras.utils.set_random_seed(seed)
-        x_dev = _on_device(x)
-        x_cf = _on_device(np.ascontiguousarray(np.transpose(x, (0, 3, 1, 2)))) if backend == "torch" else None
-        y_dev = _on_device(labels.astype("int64" if backend == "torch" else "int32"))
-        candidates = {}
-        keras_models = _keras_models(variant, image_size, precision, training)
-        for name, (model, channels_first) in keras_models.items():
-            xin = x_cf if channels_first else x_dev
-            if training:
-                candidates[name] = lambda m=model, xin=xin: float(m.train_on_batch(xin, y_dev))
-            else:
-                candidates[name] = lambda m=model, xin=xin: m.predict_on_batch(xin)
-        natives = _native_models(variant, training) if torch is not None else {}
-        y_native = None
-        if natives:
-            y_native = torch.from_numpy(labels.astype("int64"))
-            y_native = y_native.cuda() if _cuda(torch) else y_native
-            result["native_source"] = next(iter(natives.values()))[2]
-        for name, (module, channels_last, _) in natives.items():
-            candidates[name] = _native_step(module, _native_input(x, channels_last), y_native, precision, training)
-        result[mode] = timed_rounds(candidates, rounds, iters, batch_size)
-        ours = result[mode].get("ours", {}).get("images_per_s")
-        result["ratios"][mode] = {
-            name: r["images_per_s"] / ours for name, r in result[mode].items() if name != "skipped" and ours
-        }
-        if training and memory:
-            for name, (model, channels_first) in keras_models.items():
-                if name not in result[mode]:
-                    continue
-                if backend == "jax":
-                    memory_bytes[name] = jax_step_temp_bytes(model, x_dev, y_dev)
-                elif backend == "torch":
-                    memory_bytes[name] = _torch_step_memory(candidates[name])
-                else:
-                    memory_bytes[name] = _tf_step_memory(candidates[name])
-            for name in natives:
-                if name in result[mode]:
-                    memory_bytes[name] = _torch_step_memory(candidates[name])
-        del candidates, keras_models, natives
+        run = _measure_mode(setup, mode, x, labels)
+        if run["native_source"] is not None:
+            result["native_source"] = run["native_source"]
+        result[mode] = run["timings"]
+        result["ratios"][mode] = _ratios(run["timings"])
+        memory_bytes.update(run["memory"])
     result["memory_mb_per_image"] = {
         k: (v / MB / batch_size if v is not None else None) for k, v in memory_bytes.items()
     }
-    result["memory_method"] = {
-        "jax": "XLA temporary buffers of the compiled training step (memory_analysis)",
-        "torch": "torch.cuda.max_memory_allocated during one step minus memory allocated before it (CUDA only)",
-        "tensorflow": "tf.config.experimental.get_memory_info peak minus current (GPU only)",
-    }[backend] + "; native: torch.cuda.max_memory_allocated (CUDA only)"
+    result["memory_method"] = f"{MEMORY_METHODS[keras.backend.backend()]}; {NATIVE_MEMORY_METHOD}"
     return result

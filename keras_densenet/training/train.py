@@ -327,6 +327,25 @@ def plot_learning_curve(history: Sequence[dict], path: str) -> str:
     return path
 
 
+#: AdamW's decoupled weight decay for every training phase.
+WEIGHT_DECAY = 1e-4
+
+
+def compile_classifier(model: keras.Model, lr: float) -> None:
+    """Compiles `model` as `train` does: AdamW, sparse cross-entropy, accuracy.
+
+    Example::
+
+        compile_classifier(model, lr=5e-3)
+        model.train_on_batch(x, y)
+    """
+    model.compile(
+        optimizer=keras.optimizers.AdamW(lr, weight_decay=WEIGHT_DECAY),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+    )
+
+
 def build_classifier(config: TrainConfig, num_classes: int, channels: int) -> tuple:
     """The model `train` fits: resizing and rescaling, DenseNet backbone, new head.
 
@@ -545,11 +564,7 @@ def _fit_phase(model, backbone, config: TrainConfig, plan, phase: _FitPhase, dat
     fine_tuning = phase.backbone_trainable and config.weights is not None
     _say(config, f"{'fine-tuning' if fine_tuning else 'training'}: "
                  "compiling the training step first (up to a minute on a CPU)...")
-    model.compile(
-        optimizer=keras.optimizers.AdamW(phase.lr, weight_decay=1e-4),
-        loss="sparse_categorical_crossentropy",
-        metrics=["accuracy"],
-    )
+    compile_classifier(model, phase.lr)
     model.fit(
         train_data,
         validation_data=val_data,

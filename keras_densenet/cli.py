@@ -499,6 +499,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except (ValueError, extras.MissingExtraError) as e:
         return _error(args.command, e, subparser)
     os.environ["KERAS_BACKEND"] = backend
+    if backend == "tensorflow" and "tensorflow" not in sys.modules:
+        onednn_note = backends.enable_onednn()
+        if onednn_note is not None:
+            print(f"keras-densenet: {onednn_note}", file=sys.stderr)
     current = _keras_backend_mismatch()
     if current is not None:
         # Only when called in-process after keras was imported: the console

@@ -327,3 +327,33 @@ def test_predict_raw_8x8_scans_like_training(capsys, tmp_path):
 def test_predict_without_model_or_arch_says_which(capsys, png):
     code, _, err = run(capsys, "predict", str(png))
     assert code == 2 and "--model" in err and "--arch" in err and "not both" not in err
+
+
+@pytest.mark.parametrize("avx512, noted", [(True, False), (False, True), (None, False)])
+def test_enable_onednn_unless_the_user_chose(monkeypatch, avx512, noted):
+    from keras_densenet.core import backends
+
+    monkeypatch.setattr(backends, "cpu_info", lambda: {"cpu": "x", "cpu_count": 2, "avx512": avx512})
+    env = {}
+    note = backends.enable_onednn(env)
+    assert env == {"TF_ENABLE_ONEDNN_OPTS": "1"}
+    assert (note is not None) == noted
+    if noted:  # it changes TensorFlow's default: said, with the way back
+        assert "TF_ENABLE_ONEDNN_OPTS=0" in note
+    for chosen in ("0", "1", ""):
+        env = {"TF_ENABLE_ONEDNN_OPTS": chosen}
+        assert backends.enable_onednn(env) is None and env == {"TF_ENABLE_ONEDNN_OPTS": chosen}
+
+
+@pytest.mark.parametrize("preset", [None, "0"])
+def test_cli_turns_onednn_on_for_tensorflow_only_when_unset(preset, tmp_path):
+    pytest.importorskip("tensorflow")
+    code = ("import os, sys; from keras_densenet.cli import main; rc = main(sys.argv[1:]);"
+            "print('onednn=' + os.environ.get('TF_ENABLE_ONEDNN_OPTS', 'unset')); sys.exit(rc)")
+    env = {k: v for k, v in os.environ.items() if k not in ("KERAS_BACKEND", "TF_ENABLE_ONEDNN_OPTS")}
+    if preset is not None:
+        env["TF_ENABLE_ONEDNN_OPTS"] = preset
+    proc = subprocess.run([sys.executable, "-c", code, "--backend", "tensorflow", *TABLE],
+                          env={**env, "HOME": str(tmp_path)}, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert f"onednn={preset or '1'}" in proc.stdout

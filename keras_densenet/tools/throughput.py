@@ -43,7 +43,7 @@ from typing import Callable, Dict, Optional, Sequence
 import keras
 import numpy as np
 
-from keras_densenet.core import registry
+from keras_densenet.core import backends, registry
 from keras_densenet.core.registry import ArchConfig
 from keras_densenet.models import densenet
 from keras_densenet.training import config
@@ -57,8 +57,6 @@ WARMUP_CALLS = 3
 KERAS_APPLICATIONS = registry.KERAS_APPLICATIONS
 LEARNING_RATE = 0.01
 MOMENTUM = 0.9
-#: The /proc/cpuinfo flag of AVX-512 Foundation, which every AVX-512 CPU has.
-AVX512_FLAG = "avx512f"
 #: How each backend's training memory is measured (`measure`'s ``memory_method``).
 MEMORY_METHODS = {
     "jax": "XLA temporary buffers of the compiled training step (memory_analysis)",
@@ -81,26 +79,6 @@ def _cuda(torch) -> bool:
     return torch is not None and torch.cuda.is_available()
 
 
-def _cpu() -> dict:
-    """CPU model and whether it has AVX-512 (``avx512f``), from /proc/cpuinfo.
-
-    ``avx512`` is ``None`` where /proc/cpuinfo cannot be read (not Linux).
-    """
-    info = {"cpu": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(), "avx512": None}
-    try:
-        with open("/proc/cpuinfo") as f:
-            lines = f.readlines()
-    except OSError:
-        return info
-    names = [l.split(":", 1)[1].strip() for l in lines if l.startswith("model name")]
-    if names:
-        info["cpu"] = names[0]
-    flags = next((l.split(":", 1)[1].split() for l in lines if l.startswith("flags")), None)
-    if flags is not None:
-        info["avx512"] = AVX512_FLAG in flags
-    return info
-
-
 def machine() -> dict:
     """Where the numbers come from: CPU, accelerator, library versions.
 
@@ -112,7 +90,7 @@ def machine() -> dict:
         "backend": keras.backend.backend(),
         "keras": keras.__version__,
         "python": platform.python_version(),
-        **_cpu(),
+        **backends.cpu_info(),
     }
     backend = keras.backend.backend()
     if backend == "jax":

@@ -75,6 +75,62 @@ def test_sample_constants_and_unknowns():
     np.testing.assert_array_equal(sample(inits.HeNormal(seed=5), (9, 9)), sample(inits.HeNormal(seed=5), (9, 9)))
 
 
+def _without(init, *names):
+    """`init` as another Keras release may hold it: `names` not set on it."""
+    for name in names:
+        if name in vars(init):
+            delattr(init, name)
+    return init
+
+
+def test_sample_without_input_axes_draws_keras_distribution():
+    # Keras 3.8's VarianceScaling has no `input_axes`/`output_axes` (newer
+    # releases added them): still the stock distribution, not AttributeError.
+    init = _without(keras.initializers.HeNormal(seed=3), "input_axes", "output_axes")
+    ours = sample(init, SHAPE)
+    theirs = keras.ops.convert_to_numpy(keras.initializers.HeNormal(seed=3)(SHAPE, dtype="float32"))
+    assert ours.shape == SHAPE and ours.dtype == np.float32
+    assert abs(ours.std() / theirs.std() - 1) < 0.01
+    assert _ks(ours, theirs) < KS_LIMIT
+
+
+@pytest.mark.parametrize("init, missing", [
+    (lambda: keras.initializers.HeNormal(seed=1), "mode"),
+    (lambda: keras.initializers.GlorotUniform(seed=1), "distribution"),
+    (lambda: keras.initializers.LecunNormal(seed=1), "scale"),
+    (lambda: keras.initializers.RandomNormal(seed=1), "stddev"),
+    (lambda: keras.initializers.TruncatedNormal(seed=1), "mean"),
+    (lambda: keras.initializers.RandomUniform(seed=1), "maxval"),
+    (lambda: keras.initializers.Constant(0.5), "value"),
+])
+def test_sample_falls_back_when_an_attribute_is_missing(init, missing):
+    assert sample(_without(init(), missing), (4, 4)) is None
+
+
+def test_sample_falls_back_on_values_it_does_not_know():
+    init = keras.initializers.HeNormal(seed=1)
+    init.mode = "fan_sideways"
+    assert sample(init, (4, 4)) is None
+    init = keras.initializers.HeNormal(seed=1)
+    init.input_axes = (0, 1)  # fans over other axes (recent Keras)
+    assert sample(init, (4, 4)) is None
+    init = keras.initializers.RandomNormal(seed=1)
+    init.stddev = "wide"
+    assert sample(init, (4, 4)) is None
+
+
+def test_fast_variables_falls_back_without_deferred_initialization(fast_everywhere, monkeypatch):
+    def missing():
+        raise ImportError("no keras.src.backend.common.global_state")
+
+    monkeypatch.setattr(internals, "uninitialized_variables", missing)
+    with fast_variables():
+        assert not internals.in_stateless_scope()  # Keras' own path
+        layer = keras.layers.Dense(2, kernel_initializer="ones")
+        layer.build((None, 3))
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(layer.kernel), np.ones((3, 2)))
+
+
 def _tiny(**kwargs):
     return kd.DenseNet((2, 2), growth_rate=8, num_init_features=16, input_shape=(16, 16, 3),
                        classes=5, **kwargs)

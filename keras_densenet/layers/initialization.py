@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import numbers
 import os
 from typing import Iterator, Optional
 
@@ -56,6 +57,10 @@ TRUNCATION = 2.0
 TRUNCATED_STD = 0.87962566103423978
 #: dtypes NumPy draws in (others fall back to the Keras initializer).
 FLOAT_DTYPES = ("float16", "bfloat16", "float32", "float64")
+#: The ``VarianceScaling`` modes and distributions `sample` reproduces
+#: (Keras' own sets); any other value falls back to the Keras initializer.
+VARIANCE_SCALING_MODES = ("fan_in", "fan_out", "fan_avg")
+VARIANCE_SCALING_DISTRIBUTIONS = ("truncated_normal", "untruncated_normal", "uniform")
 
 
 #: Backends where it is on by default: measured (DenseNet-121, fresh process,
@@ -110,6 +115,61 @@ def _stock(initializer, cls) -> bool:
     return isinstance(initializer, cls) and type(initializer).__call__ is cls.__call__
 
 
+def _number(initializer, name: str) -> Optional[float]:
+    """``initializer.<name>`` as a float; None when it is missing or not a
+    real number (another Keras version may name or store it differently)."""
+    value = getattr(initializer, name, None)
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        return None
+    return float(value)
+
+
+def _variance_scaling(initializer, rng: np.random.Generator, shape: tuple) -> Optional[np.ndarray]:
+    """`sample` for a stock ``VarianceScaling``; None unless every attribute
+    its draw depends on is there and has a value Keras documents."""
+    mode = getattr(initializer, "mode", None)
+    distribution = getattr(initializer, "distribution", None)
+    scale = _number(initializer, "scale")
+    if mode not in VARIANCE_SCALING_MODES or distribution not in VARIANCE_SCALING_DISTRIBUTIONS:
+        return None
+    if scale is None or scale <= 0:
+        return None
+    # Recent Keras can take the fans over chosen axes; older releases (3.8,
+    # 3.9) have no such attributes and always use the last two (`_fans`).
+    if getattr(initializer, "input_axes", None) is not None or getattr(initializer, "output_axes", None) is not None:
+        return None
+    fan_in, fan_out = _fans(shape)
+    fan = {"fan_in": fan_in, "fan_out": fan_out, "fan_avg": (fan_in + fan_out) / 2.0}[mode]
+    scale = scale / max(1.0, fan)
+    if distribution == "truncated_normal":
+        return _truncated_normal(rng, shape, 0.0, math.sqrt(scale) / TRUNCATED_STD)
+    if distribution == "untruncated_normal":
+        return (rng.standard_normal(shape, dtype=np.float32) * np.float32(math.sqrt(scale))).astype(np.float32)
+    limit = math.sqrt(3.0 * scale)
+    return _uniform(rng, shape, -limit, limit)
+
+
+def _random(initializer, rng: np.random.Generator, shape: tuple) -> Optional[np.ndarray]:
+    """`sample` for the other seeded random initializers (None: unknown)."""
+    inits = keras.initializers
+    if _stock(initializer, inits.VarianceScaling):
+        return _variance_scaling(initializer, rng, shape)
+    if _stock(initializer, inits.TruncatedNormal) or _stock(initializer, inits.RandomNormal):
+        mean, stddev = _number(initializer, "mean"), _number(initializer, "stddev")
+        if mean is None or stddev is None:
+            return None
+        if _stock(initializer, inits.TruncatedNormal):
+            return _truncated_normal(rng, shape, mean, stddev)
+        x = rng.standard_normal(shape, dtype=np.float32)
+        return (x * np.float32(stddev) + np.float32(mean)).astype(np.float32)
+    if _stock(initializer, inits.RandomUniform):
+        low, high = _number(initializer, "minval"), _number(initializer, "maxval")
+        if low is None or high is None:
+            return None
+        return _uniform(rng, shape, low, high)
+    return None
+
+
 def sample(initializer, shape, dtype: str = "float32") -> Optional[np.ndarray]:
     """A NumPy draw from `initializer`'s distribution, or None if unknown.
 
@@ -119,7 +179,10 @@ def sample(initializer, shape, dtype: str = "float32") -> Optional[np.ndarray]:
     ``TruncatedNormal``, ``Zeros``, ``Ones`` and ``Constant`` with a scalar.
     Random ones must hold an integer seed (always the case unless seeded
     with a `keras.random.SeedGenerator`). Subclasses that override
-    ``__call__`` are unknown.
+    ``__call__`` are unknown, and so is an initializer that lacks an
+    attribute its draw depends on, or holds a value this function does not
+    know (Keras releases differ: ``VarianceScaling`` has ``input_axes`` in
+    recent ones only).
 
     Args:
         initializer: a Keras initializer (or any callable).
@@ -146,34 +209,26 @@ def sample(initializer, shape, dtype: str = "float32") -> Optional[np.ndarray]:
     if _stock(initializer, inits.Ones):
         return np.ones(shape, np.float32)
     if _stock(initializer, inits.Constant):
-        value = initializer.value
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return np.full(shape, value, np.float32)
-        return None
+        value = _number(initializer, "value")
+        return None if value is None else np.full(shape, value, np.float32)
     seed = getattr(initializer, "seed", None)
     if not isinstance(seed, int) or isinstance(seed, bool):
         return None
-    rng = np.random.default_rng(seed)
-    if _stock(initializer, inits.VarianceScaling):
-        if initializer.input_axes is not None or initializer.output_axes is not None:
-            return None
-        fan_in, fan_out = _fans(shape)
-        fan = {"fan_in": fan_in, "fan_out": fan_out, "fan_avg": (fan_in + fan_out) / 2.0}[initializer.mode]
-        scale = initializer.scale / max(1.0, fan)
-        if initializer.distribution == "truncated_normal":
-            return _truncated_normal(rng, shape, 0.0, math.sqrt(scale) / TRUNCATED_STD)
-        if initializer.distribution == "untruncated_normal":
-            return (rng.standard_normal(shape, dtype=np.float32) * np.float32(math.sqrt(scale))).astype(np.float32)
-        limit = math.sqrt(3.0 * scale)
-        return _uniform(rng, shape, -limit, limit)
-    if _stock(initializer, inits.TruncatedNormal):
-        return _truncated_normal(rng, shape, initializer.mean, initializer.stddev)
-    if _stock(initializer, inits.RandomNormal):
-        x = rng.standard_normal(shape, dtype=np.float32)
-        return (x * np.float32(initializer.stddev) + np.float32(initializer.mean)).astype(np.float32)
-    if _stock(initializer, inits.RandomUniform):
-        return _uniform(rng, shape, initializer.minval, initializer.maxval)
-    return None
+    return _random(initializer, np.random.default_rng(seed), shape)
+
+
+def _can_defer() -> bool:
+    """Whether `fast_variables` can defer initialisation: every Keras
+    internal it relies on is there (each wrapped in
+    `keras_densenet.core.internals`) and no stateless scope is active."""
+    try:
+        return (
+            internals.supports_deferred_initialization()
+            and isinstance(internals.uninitialized_variables(), list)
+            and not internals.in_stateless_scope()
+        )
+    except (ImportError, AttributeError):  # Keras reorganised its internals
+        return False
 
 
 @contextlib.contextmanager
@@ -202,8 +257,8 @@ def fast_variables(active: Optional[bool] = None) -> Iterator[None]:
     """
     if active is None:
         active = enabled()
-    if not (active and internals.supports_deferred_initialization()) or internals.in_stateless_scope():
-        yield  # Keras reorganised, or nested: initialise the usual way
+    if not (active and _can_defer()):
+        yield  # off, Keras reorganised, or nested: initialise the usual way
         return
     first = len(internals.uninitialized_variables())
     try:

@@ -33,8 +33,9 @@ def main(argv=None):
         args.depth, args.epochs = 10, 1
 
     keras.config.set_dtype_policy(args.policy)
-    ds = data.load_digits_dataset(32, limit=60 if args.smoke else None)
-    inputs = keras.Input((32, 32, 1))
+    size = 16 if args.smoke else 32  # --smoke: a quarter of the convolutions
+    ds = data.load_digits_dataset(size, limit=60 if args.smoke else None)
+    inputs = keras.Input((size, size, 1))
     x = keras.layers.Rescaling(1 / 255)(inputs)
     model = keras.Model(inputs, keras_densenet.DenseNetBC(
         args.depth, 12, input_tensor=x, classes=10, bn_momentum=0.9).output)

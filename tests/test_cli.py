@@ -177,7 +177,7 @@ def test_train_on_image_folder_skips_corrupt_files(capsys, image_folder, tmp_pat
     assert json.loads((out_dir / "class_names.json").read_text()) == ["bright", "dark"]
     model = keras.saving.load_model(out_dir / "model.keras")
     assert model.input_shape == (None, None, None, 3)  # any size: resized inside
-    assert model.get_layer("resize").get_config()["height"] == 32
+    assert model.get_layer("resize").get_config()["height"] == TrainConfig().image_size  # the default
 
 
 def test_predict_with_saved_model_uses_class_names(capsys, saved_model, png):

@@ -253,7 +253,7 @@ class Watch(keras.callbacks.Callback):
         Watch.synchronized.append(all(layer.synchronized for layer in layers))
         Watch.in_sync.append(self.model.distribute_strategy.num_replicas_in_sync)
 
-result = train(TrainConfig(depth=10, growth_rate=4, limit=60, batch_size=4, epochs=1,
+result = train(TrainConfig(depth=10, growth_rate=4, limit=60, batch_size=4, epochs=1, lr=2e-3,
                            verbose=0, output={str(tmp_path)!r}, distribute=True,
                            sync_bn=True, memory_efficient=True), callbacks=[Watch()])
 with open(result.log_path) as f:

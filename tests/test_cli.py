@@ -352,7 +352,7 @@ def test_enable_onednn_unless_the_user_chose(monkeypatch, avx512, noted):
         assert backends.enable_onednn(env) is None and env == {"TF_ENABLE_ONEDNN_OPTS": chosen}
 
 
-@pytest.mark.parametrize("preset", [None, "0"])
+@pytest.mark.parametrize("preset", [None])  # a user's setting: test_enable_onednn_unless_the_user_chose
 def test_cli_turns_onednn_on_for_tensorflow_only_when_unset(preset, tmp_path):
     pytest.importorskip("tensorflow")
     code = ("import os, sys; from keras_densenet.cli import main; rc = main(sys.argv[1:]);"

@@ -1,6 +1,7 @@
 """Smoke test of the core install: what every user does first, on the
 oldest Keras and backend the package declares (``.ci/oldest`` runs this file
-in a fresh venv with the floors of pyproject.toml) and in the normal suite.
+in a fresh venv with the floors of pyproject.toml; the normal suite skips
+this folder, as it checks the same with stronger tests).
 
 It needs only the core install and pytest: no scikit-learn, matplotlib,
 Pillow, and no backend but the one under test. Models are tiny, except the

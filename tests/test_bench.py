@@ -131,3 +131,16 @@ def test_bad_step_options_exit_2(argv, option, capsys):
     assert cli.main(["bench", "--measure", "step", *argv]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("keras-densenet bench: error:") and option in err[0]
+
+
+@pytest.mark.skipif(BACKEND == "jax", reason="backend-independent dispatch; XLA compiles the two "
+                    "DenseNet-BC-100 steps in ~50 s, so it runs on TensorFlow and torch")
+def test_time_measure_runs_both_graphs(capsys):
+    """`--measure time` end to end on a tiny input: a row per backend, the
+    standard and the memory-efficient graph each timed in its own process."""
+    argv = ["bench", "--measure", "time", "--backends", BACKEND, "--time-size", "8", "--steps", "1"]
+    assert cli.main(argv) == 0
+    row = [line for line in capsys.readouterr().out.splitlines() if line.startswith(f"| {BACKEND} |")]
+    assert len(row) == 1
+    times = [float(cell.rstrip(" s")) for cell in row[0].strip("|").split("|")[1:3]]
+    assert all(t > 0 for t in times), row

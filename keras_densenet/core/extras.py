@@ -48,6 +48,12 @@ def install_hint(extra: str) -> str:
     return f'pip install "keras-densenet[{extra}]"'
 
 
+def _missing_error(extra: str, what: str, absent) -> MissingExtraError:
+    return MissingExtraError(
+        f"{what} needs the [{extra}] extra ({', '.join(absent)} not installed): {install_hint(extra)}"
+    )
+
+
 def require(extra: str, what: str) -> None:
     """Raises `MissingExtraError` unless every module of `extra` is installed.
 
@@ -60,10 +66,7 @@ def require(extra: str, what: str) -> None:
     """
     absent = missing(extra)
     if absent:
-        raise MissingExtraError(
-            f"{what} needs the [{extra}] extra ({', '.join(absent)} not installed): "
-            f"{install_hint(extra)}"
-        )
+        raise _missing_error(extra, what, absent)
 
 
 def import_from(extra: str, module: str, what: str):
@@ -74,9 +77,7 @@ def import_from(extra: str, module: str, what: str):
     >>> import_from("train", "matplotlib", "plots").__name__
     'matplotlib'
     """
-    if not _installed(module.split(".")[0]):
-        raise MissingExtraError(
-            f"{what} needs the [{extra}] extra ({module.split('.')[0]} not installed): "
-            f"{install_hint(extra)}"
-        )
+    top = module.split(".")[0]
+    if not _installed(top):
+        raise _missing_error(extra, what, [top])
     return importlib.import_module(module)

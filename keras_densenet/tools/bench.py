@@ -138,10 +138,22 @@ def activations_per_image(variant: str, memory_efficient: bool, image_size: int 
     return float(residual_bytes(model, 2) - residual_bytes(model, 1))
 
 
-def step_time(variant: str, memory_efficient: bool, image_size: int, batch_size: int, steps: int) -> float:
-    """Median seconds per ``train_on_batch`` step on the current backend."""
+def _timed_steps(model, x, y, warmup: int, steps: int) -> list:
+    """Seconds of each of `steps` ``train_on_batch`` calls after `warmup` untimed ones."""
     import time
 
+    for _ in range(warmup):  # compilation, optimizer state
+        model.train_on_batch(x, y)
+    times = []
+    for _ in range(steps):
+        start = time.perf_counter()
+        model.train_on_batch(x, y)  # returns the metrics as numbers: the step is done
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def step_time(variant: str, memory_efficient: bool, image_size: int, batch_size: int, steps: int) -> float:
+    """Median seconds per ``train_on_batch`` step on the current backend."""
     import numpy as np
 
     model = _build(variant, memory_efficient, image_size)
@@ -149,14 +161,7 @@ def step_time(variant: str, memory_efficient: bool, image_size: int, batch_size:
     rng = np.random.default_rng(0)
     x = rng.uniform(0, 1, (batch_size, image_size, image_size, 3)).astype("float32")
     y = rng.integers(0, model.output_shape[-1], (batch_size,))
-    for _ in range(2):  # compile / warm up
-        model.train_on_batch(x, y)
-    times = []
-    for _ in range(steps):
-        start = time.perf_counter()
-        model.train_on_batch(x, y)
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
+    return float(np.median(_timed_steps(model, x, y, warmup=2, steps=steps)))
 
 
 def peak_rss(variant: str, memory_efficient: bool, image_size: int, batch_size: int, steps: int) -> dict:
@@ -206,8 +211,6 @@ def train_step_ms(image_size: int, steps: int, warmup: int = STEP_WARMUP) -> dic
         "model", "params", "machine": throughput.machine(),
         "tf_enable_onednn_opts": the environment variable or None}``.
     """
-    import time
-
     import keras
     import numpy as np
 
@@ -221,13 +224,7 @@ def train_step_ms(image_size: int, steps: int, warmup: int = STEP_WARMUP) -> dic
     rng = np.random.default_rng(cfg.seed)
     x = rng.uniform(0, 255, (cfg.batch_size, image_size, image_size, DIGITS_CHANNELS)).astype("float32")
     y = rng.integers(0, DIGITS_CLASSES, (cfg.batch_size,))
-    for _ in range(warmup):
-        model.train_on_batch(x, y)
-    times = []
-    for _ in range(steps):
-        start = time.perf_counter()
-        model.train_on_batch(x, y)  # returns the metrics as numbers: the step is done
-        times.append(1000 * (time.perf_counter() - start))
+    times = [1000 * t for t in _timed_steps(model, x, y, warmup, steps)]
     return {
         "ms_per_step": float(statistics.median(times)), "min_ms": min(times), "max_ms": max(times),
         "steps_ms": times, "model": model.name, "params": int(model.count_params()),
@@ -426,7 +423,7 @@ def _build_row(backend: str, variant: str, repeats: int) -> dict:
     return {src: {"median": float(statistics.median(t)), "runs": t} for src, t in times.items()}
 
 
-def _build(options: BenchOptions, out) -> dict:
+def _build_times(options: BenchOptions, out) -> dict:
     """Build seconds per backend and variant, each build in a fresh process."""
     table = {}
     print(f"\nBuild time, s (weights=None, each build in a fresh process, median of {options.repeats}, "
@@ -502,7 +499,7 @@ def _step(options: BenchOptions, out) -> dict:
 
 #: Each measure's runner, in the order they run.
 _RUNNERS = {
-    "activations": _activations, "time": _time, "rss": _rss, "build": _build, "throughput": _throughput,
+    "activations": _activations, "time": _time, "rss": _rss, "build": _build_times, "throughput": _throughput,
     "step": _step,
 }
 

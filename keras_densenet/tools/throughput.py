@@ -34,7 +34,6 @@ Example::
 from __future__ import annotations
 
 import dataclasses
-import os
 import platform
 import statistics
 import time

@@ -29,6 +29,12 @@ _EXPORTS = {
     "DenseNetBC": "models.densenet",
     "build": "models.densenet",
     "multiscale_features": "models.densenet",
+    "FCDenseNet": "models.fcdensenet",
+    "FCDenseNet56": "models.fcdensenet",
+    "FCDenseNet67": "models.fcdensenet",
+    "FCDenseNet103": "models.fcdensenet",
+    "segmentation_head": "models.fcdensenet",
+    "PixelCrossentropy": "layers.losses",
     "convert_checkpoint": "tools.convert",
     "decode_predictions": "models.imagenet",
     "preprocess_input": "models.imagenet",
@@ -51,9 +57,10 @@ def __dir__():
     return sorted(set(globals()) | set(_EXPORTS))
 
 
-#: The modules whose import registers this package's Keras layers (for
-#: `keras.saving.load_model` of memory-efficient and fused-BN models).
-_LAYER_MODULES = ("keras_densenet.layers.efficient", "keras_densenet.layers.fused")
+#: The modules whose import registers this package's Keras layers and loss
+#: (for `keras.saving.load_model` of memory-efficient, fused-BN and compiled
+#: segmentation models).
+_LAYER_MODULES = ("keras_densenet.layers.efficient", "keras_densenet.layers.fused", "keras_densenet.layers.losses")
 
 
 def _register_layers() -> None:

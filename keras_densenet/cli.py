@@ -24,6 +24,7 @@ from typing import Optional, Sequence
 from keras_densenet.core import backends, extras, registry
 from keras_densenet.tools import bench
 from keras_densenet.training import compile_cache, config, deploy
+from keras_densenet.training import export as export_lib
 from keras_densenet.training.data import MIN_IMAGE_SIZE, DataWarning
 
 #: Every `TrainConfig` default, by option name: the train options' defaults.
@@ -177,14 +178,24 @@ def _add_predict(sub) -> None:
     p = sub.add_parser(
         "predict",
         help="top-k classes of images",
-        description="Classify images with a trained .keras model or a pretrained variant.",
+        description="Classify images with a trained model (.keras, or an artifact written by export) "
+                    "or a pretrained variant.",
     )
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
-    p.add_argument("--model", dest="model_path", metavar="M.keras", help="a model written by `train`")
+    p.add_argument("--model", dest="model_path", metavar="MODEL",
+                   help="a model written by `train` (.keras) or `export` (.tflite, .xml, .onnx, .pt2, "
+                        "a SavedModel directory)")
+    p.add_argument("--class-names", metavar="JSON",
+                   help="with --model: its class names (default: the class_names.json beside it)")
     p.add_argument("--arch", metavar="VARIANT", help=f"a registered variant, with --weights: {_VARIANTS}")
     p.add_argument("--weights", default=None, metavar="NAME|PATH",
                    help="with --arch: imagenet (default) or a weights file")
     p.add_argument("--top", type=int, default=deploy.DEFAULT_TOP, help="classes per image (default %(default)s)")
+    p.add_argument("--masks", metavar="DIR", default=None,
+                   help="with a segmentation --model (from `segment`): write a mask PNG per image to DIR")
+    p.add_argument("--trust-pickle", action="store_true",
+                   help="allow a .pt2 --model: torch.export.load unpickles it, which can run code; only for "
+                        "files you made")
     p.set_defaults(func=_run_predict, check=_check_predict)
 
 
@@ -192,20 +203,92 @@ def _predict_arguments(args) -> dict:
     weights = args.weights
     if args.arch is not None and weights is None:
         weights = "imagenet"
-    return dict(model_path=args.model_path, arch=args.arch, weights=weights, top=args.top)
+    return dict(model_path=args.model_path, arch=args.arch, weights=weights, top=args.top,
+                class_names=args.class_names, trust_pickle=args.trust_pickle)
 
 
 def _check_predict(args) -> None:
     extras.require("train", "keras-densenet predict")  # reading image files
     deploy.check_predict(args.images, **_predict_arguments(args))
+    if args.masks is not None and (args.model_path is None or not args.model_path.endswith(".keras")):
+        raise ValueError("--masks goes with a segmentation --model, a .keras file written by `segment`")
 
 
 def _run_predict(args) -> int:
+    if args.masks is not None:
+        from keras_densenet.training import segment
+
+        for path, (mask, shares) in zip(args.images, segment.predict_masks(args.images, args.model_path, args.masks)):
+            top = sorted(shares.items(), key=lambda kv: -kv[1])[: args.top]
+            print(f"{path} -> {mask}: " + ", ".join(f"{name} {share:.1%}" for name, share in top))
+        return 0
     results = deploy.predict(args.images, **_predict_arguments(args))
     for path, rows in zip(args.images, results):
         print(path)
         for _, name, score in rows:
             print(f"  {score:7.2%}  {name}")
+    return 0
+
+
+# --- segment ---------------------------------------------------------------
+
+_SEGMENT = {f.name: f.default for f in dataclasses.fields(config.SegmentConfig)}
+
+
+def _add_segment(sub) -> None:
+    p = sub.add_parser(
+        "segment",
+        help="train an FC-DenseNet to segment digit canvases (embedded, offline)",
+        description="Train an FC-DenseNet (Jegou et al. 2017) on generated canvases of the bundled digits: "
+                    "a class per pixel (background and 0-9); reports pixel accuracy and mean IoU per epoch.",
+    )
+    p.add_argument("--arch", choices=tuple(registry.FC_VARIANTS), default=None,
+                   help="a paper variant (default: a small FC-DenseNet sized for a CPU)")
+    for flag, kind, about in (
+        ("--layers-per-block", int, "without --arch: dense layers per block"),
+        ("--growth-rate", int, "without --arch: growth rate k"),
+        ("--image-size", int, "canvas side, a multiple of 32"),
+        ("--train-canvases", int, "training canvases"),
+        ("--val-canvases", int, "validation canvases (from held-out digits)"),
+        ("--max-digits", int, "digits per canvas, 1 to this many"),
+        ("--epochs", int, "epochs"),
+        ("--batch-size", int, "batch size"),
+        ("--lr", float, "peak learning rate (cosine decay)"),
+        ("--dropout", float, "dropout of the dense layers and transitions down"),
+        ("--seed", int, "random seed: data, placement, weights"),
+    ):
+        dest = flag[2:].replace("-", "_")
+        p.add_argument(flag, type=kind, default=_SEGMENT[dest], help=f"{about} (default %(default)s)")
+    p.add_argument("--output", default=_SEGMENT["output"], metavar="DIR", help="output directory (default: ./%(default)s)")
+    p.set_defaults(func=_run_segment, check=_check_segment)
+
+
+def _segment_config(args):
+    segment_config = config.SegmentConfig(**{k: v for k, v in vars(args).items() if k in _SEGMENT})
+    config.validate_segment(segment_config)
+    return segment_config
+
+
+def _check_segment(args) -> None:
+    extras.require("train", "keras-densenet segment")
+    _segment_config(args)
+
+
+def _run_segment(args) -> int:
+    import time
+
+    started = time.perf_counter()
+    from keras_densenet.training import segment
+    from keras_densenet.training.train import format_timings
+
+    imported = time.perf_counter()
+    compile_cache.enable()
+    result = segment.train_segmentation(_segment_config(args))
+    print(f"best validation mean IoU: {result.best_mean_iou:.4f} (pixel accuracy {result.best_pixel_accuracy:.4f})")
+    print(f"saved: {result.model_path}, {result.masks_path}")
+    timings = dict(result.timings, imports=imported - started, total=time.perf_counter() - started)
+    timings["setup"] += timings["total"] - timings["imports"] - result.timings["total"]
+    print(format_timings(timings, result.epochs_run))
     return 0
 
 
@@ -215,22 +298,41 @@ def _run_predict(args) -> int:
 def _add_export(sub) -> None:
     p = sub.add_parser(
         "export",
-        help="write a serving artifact (TF SavedModel or ONNX)",
-        description="Export a .keras model with keras.Model.export.",
+        help="write a serving artifact, checked in its runtime",
+        description="Export a .keras model with keras.Model.export, then load the artifact in its own runtime "
+                    "and compare it with predict (exit 1, nothing written, if it differs).",
     )
     p.add_argument("model_path", metavar="M.keras", help="the model to export")
-    p.add_argument("--format", dest="fmt", required=True, choices=tuple(deploy.EXPORT_FORMATS),
-                   help="savedmodel (directory) or onnx (file)")
+    p.add_argument("--format", dest="fmt", required=True, choices=export_lib.FORMATS,
+                   help="savedmodel (directory), onnx (.onnx), litert (.tflite), openvino (.xml), torch (.pt2)")
     p.add_argument("out", metavar="OUT", help="the directory or file to write")
+    p.add_argument("--quantize", choices=export_lib.QUANTIZATIONS, default=None,
+                   help="int8 post-training quantization (litert, openvino), checked on the held-out split")
+    p.add_argument("--data", metavar="DIR", default=None,
+                   help="--quantize: the image folder the model was trained on (default: the bundled digits)")
+    p.add_argument("--seed", type=int, default=config.TrainConfig().seed,
+                   help="--quantize: the training run's seed, which drew its split (default %(default)s)")
+    p.add_argument("--validation-split", type=float, default=config.TrainConfig().validation_split,
+                   help="--quantize: the training run's held-out fraction (default %(default)s)")
+    p.add_argument("--calibration-samples", type=int, default=export_lib.CALIBRATION_SAMPLES,
+                   help="--quantize: calibration images from the training split (default %(default)s)")
+    p.add_argument("--max-drop", type=float, default=export_lib.MAX_DROP,
+                   help="--quantize: top-1 points the int8 artifact may lose (default %(default)s)")
     p.set_defaults(func=_run_export, check=_check_export)
 
 
 def _check_export(args) -> None:
-    deploy.check_export(args.model_path, args.fmt)
+    export_lib.check_export(args.model_path, args.fmt, args.out, args.quantize)
+    if args.quantize is None and args.data is not None:
+        raise ValueError("--data goes with --quantize (calibration and the accuracy check)")
 
 
 def _run_export(args) -> int:
-    print(f"exported: {deploy.export(args.model_path, args.fmt, args.out)}")
+    report = export_lib.export(
+        args.model_path, args.fmt, args.out, quantize=args.quantize, data=args.data, seed=args.seed,
+        validation_split=args.validation_split, samples=args.calibration_samples, max_drop=args.max_drop,
+    )
+    print("\n".join(report.lines()))
     return 0
 
 
@@ -264,7 +366,7 @@ def _run_table(args) -> int:
     return 0
 
 
-_SUBCOMMANDS = [_add_train, _add_predict, _add_export, _add_table]
+_SUBCOMMANDS = [_add_train, _add_segment, _add_predict, _add_export, _add_table]
 
 
 # --- bench -----------------------------------------------------------------
@@ -278,7 +380,8 @@ def _add_bench(sub) -> None:
     p = sub.add_parser(
         "bench",
         help="memory-efficient vs standard: activation memory, step time, peak RSS; "
-        "throughput against keras.applications and native PyTorch; the trainer's step time",
+        "throughput against keras.applications and native PyTorch; the trainer's step time; "
+        "CPU inference by runtime",
     )
     d = bench.BenchOptions()  # the bench options' defaults
     p.add_argument("--measure", default=",".join(bench.DEFAULT_MEASURES),
@@ -301,8 +404,9 @@ def _add_bench(sub) -> None:
     p.add_argument("--throughput-batch", type=int, default=d.throughput_batch,
                    help="batch for throughput (%(default)s)")
     p.add_argument("--rounds", type=int, default=d.rounds,
-                   help="alternating timed rounds for throughput (%(default)s)")
-    p.add_argument("--iters", type=int, default=d.iters, help="calls per candidate per round (%(default)s)")
+                   help="alternating timed rounds for throughput and runtimes (%(default)s)")
+    p.add_argument("--iters", type=int, default=d.iters,
+                   help="calls per candidate per round, throughput and runtimes (%(default)s)")
     p.add_argument("--precision", default=d.precision,
                    help=f"Keras dtype policy for throughput: {', '.join(bench.PRECISIONS)} (%(default)s)")
     p.add_argument("--json", dest="json_path", metavar="FILE",
@@ -319,13 +423,26 @@ def _add_bench(sub) -> None:
     p.add_argument("--onednn", default=",".join(d.onednn),
                    help=f"TensorFlow rows of the trainer's step time, comma-separated: {', '.join(bench.ONEDNN)} "
                    "(TF_ENABLE_ONEDNN_OPTS=1/0 or unset; default: %(default)s)")
+    # --measure runtimes (keras_densenet.tools.runtime_bench)
+    p.add_argument("--runtimes-variant", default=d.runtimes_variant,
+                   help="variant for CPU inference by runtime (%(default)s)")
+    p.add_argument("--runtimes-size", type=int, default=d.runtimes_size,
+                   help="input side for runtimes (%(default)s)")
+    p.add_argument("--runtimes-batch", type=int, default=d.runtimes_batch, help="batch for runtimes (%(default)s)")
+    p.add_argument("--runtimes-threads", type=int, default=d.runtimes_threads,
+                   help="threads of every runtime (default: the CPU count)")
+    p.add_argument("--runtimes-candidates", default=",".join(d.runtimes_candidates),
+                   help="comma-separated runtimes to time; Keras ones only for --backends (default: %(default)s)")
+    p.add_argument("--runtimes-dir", metavar="DIR", default=d.runtimes_dir,
+                   help="keep the .keras file and artifacts in DIR and reuse them next time (default: a temporary "
+                   "directory)")
     p.set_defaults(func=_run_bench)
 
 
 def _run_bench(args) -> int:
     fields = {f.name for f in dataclasses.fields(bench.BenchOptions)}
     options = {k: v for k, v in vars(args).items() if k in fields}
-    for name in ("backends", "variants", "onednn"):
+    for name in ("backends", "variants", "onednn", "runtimes_candidates"):
         options[name] = _csv(options[name])
     # Integers become ints; anything else goes on as text, for BenchOptions
     # to reject by name.
@@ -445,7 +562,7 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="keras-densenet",
-        description="DenseNet for Keras 3: train, predict, convert, export, table, bench, reuse.",
+        description="DenseNet for Keras 3: train, segment, predict, convert, export, table, bench, reuse.",
     )
     _backend_option(parser, None)
     # Also accepted after the subcommand; there it must not reset a value
@@ -485,7 +602,7 @@ def _error(command: str, error: BaseException, parser: Optional[_Parser] = None)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Runs the CLI; returns the exit code (0 ok, 2 bad input)."""
+    """Runs the CLI; returns the exit code (0 ok, 2 bad input, 1 an exported artifact that failed its check)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     args = parser.parse_args(argv)  # argparse exits 2 on bad usage
@@ -520,6 +637,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except (ValueError, FileNotFoundError, NotADirectoryError, PermissionError,
             extras.MissingExtraError) as e:
         return _error(args.command, e, subparser)
+    except export_lib.ExportCheckError as e:  # the input was fine; the artifact was not
+        _error(args.command, e)
+        return 1
     except KeyboardInterrupt:
         print(f"keras-densenet {args.command}: interrupted", file=sys.stderr)
         return 130

@@ -207,45 +207,6 @@ def test_predict_imagenet_arch_decodes_names(capsys, png, tmp_path, monkeypatch)
     assert out.splitlines()[1].split()[-1] == f"class_{best}"
 
 
-def _reference(model_path, x):
-    return keras.saving.load_model(model_path).predict(x, verbose=0)
-
-
-def _served_size() -> int:
-    """Images the exported artifact takes: any size (here 32, unlike the
-    training size), except on JAX, whose artifacts start after the model's
-    `Resizing` (deploy._exportable) and take the training size."""
-    return TrainConfig().image_size if keras.backend.backend() == "jax" else 32
-
-
-def test_export_savedmodel_gives_same_outputs(capsys, saved_model, tmp_path):
-    tf = pytest.importorskip("tensorflow", reason="SavedModel export needs TensorFlow")
-    if keras.backend.backend() == "torch":
-        pytest.importorskip("torch_xla", reason="keras exports torch models to SavedModel via torch_xla")
-    out = tmp_path / "saved"
-    code, _, err = run(capsys, "export", str(saved_model), "--format", "savedmodel", str(out))
-    assert code == 0, err
-    x = np.random.default_rng(1).uniform(0, 255, (2, _served_size(), _served_size(), 3)).astype("float32")
-    reloaded = tf.saved_model.load(str(out))  # keep a reference: it owns the variables
-    served = reloaded.serve(tf.constant(x)).numpy()
-    np.testing.assert_allclose(served, _reference(saved_model, x), atol=1e-5)
-
-
-def test_export_onnx_gives_same_outputs(capsys, saved_model, tmp_path):
-    ort = pytest.importorskip("onnxruntime")
-    pytest.importorskip("onnx")
-    # keras' ONNX exporter per backend.
-    exporter = {"tensorflow": "tf2onnx", "jax": "jax2onnx", "torch": "onnxscript"}[keras.backend.backend()]
-    pytest.importorskip(exporter, reason=f"keras exports {keras.backend.backend()} models to ONNX via {exporter}")
-    out = tmp_path / "model.onnx"
-    code, _, err = run(capsys, "export", str(saved_model), "--format", "onnx", str(out))
-    assert code == 0, err
-    x = np.random.default_rng(2).uniform(0, 255, (2, _served_size(), _served_size(), 3)).astype("float32")
-    session = ort.InferenceSession(str(out))
-    served = session.run(None, {session.get_inputs()[0].name: x})[0]
-    np.testing.assert_allclose(served, _reference(saved_model, x), atol=1e-5)
-
-
 def _bad_inputs(tmp_path, image_folder, png):
     not_a_model = tmp_path / "fake.keras"
     not_a_model.write_text("this is not a zip")

@@ -1,6 +1,5 @@
 """The train CLI's JAX persistent compilation cache (keras_densenet/training/compile_cache.py)."""
 
-import keras
 import pytest
 
 from keras_densenet.training import compile_cache

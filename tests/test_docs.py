@@ -7,7 +7,8 @@ import importlib
 import pytest
 
 QUICK_MODULES = ["core.backends", "core.checks", "core.extras", "core.files", "core.internals", "core.registry",
-                 "weights.checkpoints", "training.config"]
+                 "weights.checkpoints", "training.config", "training.canvases", "training.runtimes", "training.export",
+                 "layers.losses"]
 
 
 @pytest.mark.parametrize("name", QUICK_MODULES)

@@ -22,8 +22,18 @@ import importlib.util
 #: Extra name -> the modules it provides (import names, not pip names).
 #: `train`: the trainer, the bundled digits (scikit-learn), plots
 #: (matplotlib) and reading image files (Pillow).
+#: The serving runtimes (``export``, ``predict`` on artifacts, ``bench
+#: --measure runtimes``): `litert` (the LiteRT interpreter; TensorFlow
+#: writes .tflite files), `openvino` (with NNCF for int8), `onnx` (ONNX
+#: Runtime and Keras' exporters), and the backends' own.
 EXTRAS = {
     "train": ("sklearn", "matplotlib", "PIL"),
+    "litert": ("ai_edge_litert",),
+    "openvino": ("openvino",),
+    "onnx": ("onnx", "onnxruntime"),
+    "tensorflow": ("tensorflow",),
+    "torch": ("torch",),
+    "jax": ("jax",),
 }
 
 
@@ -31,7 +41,8 @@ class MissingExtraError(ImportError):
     """An optional dependency is not installed; the message names the extra."""
 
 
-def _installed(module: str) -> bool:
+def installed(module: str) -> bool:
+    """Whether `module` (an import name) can be imported, without importing it."""
     try:
         return importlib.util.find_spec(module) is not None
     except (ImportError, ValueError):  # a hidden or broken package
@@ -40,7 +51,7 @@ def _installed(module: str) -> bool:
 
 def missing(extra: str) -> tuple:
     """The modules of `extra` that are not installed (empty when all are)."""
-    return tuple(m for m in EXTRAS[extra] if not _installed(m))
+    return tuple(m for m in EXTRAS[extra] if not installed(m))
 
 
 def install_hint(extra: str) -> str:
@@ -78,6 +89,6 @@ def import_from(extra: str, module: str, what: str):
     'matplotlib'
     """
     top = module.split(".")[0]
-    if not _installed(top):
+    if not installed(top):
         raise _missing_error(extra, what, [top])
     return importlib.import_module(module)

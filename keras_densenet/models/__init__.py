@@ -1,4 +1,6 @@
 """The model builders: `DenseNet121` ... `DenseNet264`, `DenseNetBC`, the
-generic `DenseNet` and `build` (`densenet`), and ImageNet preprocessing
-(`imagenet`).
+generic `DenseNet` and `build` (`densenet`), the FC-DenseNet segmentation
+nets `FCDenseNet56`, `FCDenseNet67`, `FCDenseNet103`, the generic
+`FCDenseNet` and `segmentation_head` for DenseNet backbones (`fcdensenet`),
+and ImageNet preprocessing (`imagenet`).
 """

@@ -27,6 +27,11 @@ The measures (the first three: standard vs ``memory_efficient=True``):
   median of `step_count` steps after warm-up, at each of `step_sizes`, in a
   fresh process per backend and size; on TensorFlow optionally with oneDNN
   forced on or off (``TF_ENABLE_ONEDNN_OPTS`` in the child's environment).
+* ``runtimes``: CPU inference images/s of one variant through Keras'
+  ``predict_on_batch`` on each backend, its LiteRT, OpenVINO (float32 and
+  int8), ONNX Runtime and ``torch.export`` artifacts, and native PyTorch
+  eager, each candidate in a fresh process per alternating round
+  (`keras_densenet.tools.runtime_bench`).
 
 What each measure runs on is a `BenchOptions`.
 
@@ -39,6 +44,7 @@ Example::
     keras-densenet bench --measure time --backends tensorflow,jax,torch
     keras-densenet bench --measure throughput --backends jax,torch --json tp.json
     keras-densenet bench --measure step --step-sizes 32,16 --onednn default,on
+    keras-densenet bench --measure runtimes --runtimes-candidates onnx,openvino,native_torch
 """
 
 from __future__ import annotations
@@ -54,10 +60,11 @@ from typing import Optional, Sequence, Tuple
 from keras_densenet.core import backends as backends_lib
 from keras_densenet.core import checks, internals, registry
 from keras_densenet.core.files import atomic_write
+from keras_densenet.tools import runtime_bench
 from keras_densenet.training import config
 from keras_densenet.training import data as data_lib
 
-MEASURES = ("activations", "time", "rss", "throughput", "build", "step")
+MEASURES = ("activations", "time", "rss", "throughput", "build", "step", "runtimes")
 #: What runs when no measure is named (throughput is long: ask for it).
 DEFAULT_MEASURES = ("activations", "time", "rss")
 BACKENDS = backends_lib.BACKENDS
@@ -296,8 +303,8 @@ class BenchOptions:
         throughput_variant: registered variant of the throughput table.
         throughput_size: input side of throughput.
         throughput_batch: batch size of throughput.
-        rounds: alternating timed rounds (throughput).
-        iters: calls per candidate per round (throughput).
+        rounds: alternating timed rounds (throughput, runtimes).
+        iters: calls per candidate per round (throughput, runtimes).
         precision: Keras dtype policy of throughput (one of `PRECISIONS`).
         repeats: fresh-process builds per variant and source (build time).
         step_sizes: input sides of the training-step table (``step``), each
@@ -306,6 +313,17 @@ class BenchOptions:
         step_count: timed steps of the training-step table (median).
         onednn: TensorFlow rows of the training-step table, any of
             ``"default"``, ``"on"``, ``"off"`` (keys of `ONEDNN`).
+        runtimes_variant: registered variant of the runtimes table.
+        runtimes_size: input side of the runtimes table, at least the
+            variant's smallest.
+        runtimes_batch: batch size of the runtimes table.
+        runtimes_threads: threads of every runtime (``None``:
+            ``os.cpu_count()``).
+        runtimes_candidates: which of `runtime_bench.CANDIDATES` to run
+            (Keras ones only for backends among `backends`).
+        runtimes_dir: keep the ``.keras`` file and the artifacts there, and
+            reuse them on the next run of the same variant and size
+            (``None``: a temporary directory).
 
     Example:
 
@@ -341,17 +359,24 @@ class BenchOptions:
     step_sizes: Tuple[int, ...] = (TRAIN_DEFAULTS.image_size,)
     step_count: int = 20
     onednn: Tuple[str, ...] = ("default",)
+    # runtimes
+    runtimes_variant: str = "densenet121"
+    runtimes_size: int = 224
+    runtimes_batch: int = 16
+    runtimes_threads: Optional[int] = None
+    runtimes_candidates: Tuple[str, ...] = runtime_bench.CANDIDATES
+    runtimes_dir: Optional[str] = None
 
     def __post_init__(self):
-        for name in ("backends", "variants", "step_sizes", "onednn"):
+        for name in ("backends", "variants", "step_sizes", "onednn", "runtimes_candidates"):
             # Repeats would only run the same measurement twice.
             object.__setattr__(self, name, tuple(dict.fromkeys(_items(getattr(self, name)))))
         for b in self.backends + (self.rss_backend,):
             checks.one_of("backends", b, BACKENDS)
-        for v in self.variants + (self.time_variant, self.throughput_variant):
+        for v in self.variants + (self.time_variant, self.throughput_variant, self.runtimes_variant):
             registry.get_variant(v)  # raises ValueError naming the allowed variants
         for name in ("image_size", "time_size", "time_batch", "steps", "rss_batch", "throughput_size",
-                     "throughput_batch", "rounds", "iters", "repeats", "step_count"):
+                     "throughput_batch", "rounds", "iters", "repeats", "step_count", "runtimes_batch"):
             checks.integer(name, getattr(self, name))
         checks.one_of("precision", self.precision, PRECISIONS)
         if not self.step_sizes or not self.onednn:
@@ -361,6 +386,21 @@ class BenchOptions:
             checks.integer("step_sizes", size, minimum=data_lib.MIN_IMAGE_SIZE)
         for value in self.onednn:
             checks.one_of("onednn", value, ONEDNN)
+        self._check_runtimes()
+
+    def _check_runtimes(self):
+        """The ``runtimes`` fields (the variant is checked with the others)."""
+        smallest = registry.get_variant(self.runtimes_variant).arch.min_input_size
+        checks.integer("runtimes_size", self.runtimes_size, minimum=smallest,
+                       hint=f"the smallest input of {self.runtimes_variant}")
+        if self.runtimes_threads is not None:
+            checks.integer("runtimes_threads", self.runtimes_threads)
+        if not self.runtimes_candidates:
+            raise ValueError("`runtimes_candidates` must name at least one value. Received: runtimes_candidates=()")
+        for name in self.runtimes_candidates:
+            checks.one_of("runtimes_candidates", name, runtime_bench.CANDIDATES)
+        if self.runtimes_dir is not None and os.path.exists(self.runtimes_dir) and not os.path.isdir(self.runtimes_dir):
+            raise ValueError(f"`runtimes_dir` must be a directory. Received: runtimes_dir={self.runtimes_dir!r}")
 
 
 _KINDS = (("standard", False), ("memory_efficient", True))
@@ -500,7 +540,7 @@ def _step(options: BenchOptions, out) -> dict:
 #: Each measure's runner, in the order they run.
 _RUNNERS = {
     "activations": _activations, "time": _time, "rss": _rss, "build": _build_times, "throughput": _throughput,
-    "step": _step,
+    "step": _step, "runtimes": runtime_bench.measure,
 }
 
 
@@ -526,7 +566,8 @@ def run(
         {variant: {source: {"median", "runs"}}}}, "throughput": {backend:
         throughput.measure(...)}, "step": {"config", "machine", "rows":
         {label: {"backend", "onednn", "model", "params", "versions", "sizes":
-        {size: train_step_ms(...)}}}}}`` for what was run.
+        {size: train_step_ms(...)}}}}, "runtimes": runtime_bench.measure(...)}``
+        for what was run.
 
     Raises:
         ValueError: an unknown measure (bad options fail in `BenchOptions`).

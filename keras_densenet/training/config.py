@@ -149,3 +149,57 @@ def validate(config: TrainConfig) -> None:
     checks.boolean("sync_bn", config.sync_bn)
     if config.sync_bn and not config.distribute:
         raise ValueError("`sync_bn` applies with `distribute` only")
+
+
+@dataclasses.dataclass(frozen=True)
+class SegmentConfig:
+    """Options of `train_segmentation` (``keras-densenet segment`` flags).
+
+    Attributes:
+        arch: a registered FC-DenseNet (``fc_densenet56``, ``fc_densenet67``,
+            ``fc_densenet103``) or ``None``: a small FC-DenseNet of
+            `layers_per_block` and `growth_rate` (5 blocks down, the
+            bottleneck block, 5 up, as in the paper).
+        layers_per_block, growth_rate: that small network's (``arch=None``).
+        image_size: canvas side (a multiple of 32).
+        train_canvases, val_canvases: canvases generated for each split.
+        max_digits: digits per canvas, 1 to this many.
+        epochs, batch_size, lr: the fit; `lr` is the cosine's peak.
+        dropout: of every dense layer and transition down (the paper's 0.2).
+        seed: the data, the placement and the weights.
+        output: the output directory.
+        verbose: `fit`'s verbosity.
+    """
+
+    arch: Optional[str] = None
+    layers_per_block: int = 2
+    growth_rate: int = 12
+    image_size: int = 32
+    train_canvases: int = 2000
+    val_canvases: int = 300
+    max_digits: int = 4
+    epochs: int = 10
+    batch_size: int = 16
+    lr: float = 3e-3
+    dropout: float = 0.0
+    seed: int = 0
+    output: str = "segment_run"
+    verbose: object = "auto"
+
+
+def validate_segment(config: SegmentConfig) -> None:
+    """Raises a ValueError naming the first bad option."""
+    if config.arch is not None:
+        registry.get_fc_variant(config.arch)
+    checks.integer("layers_per_block", config.layers_per_block)
+    checks.integer("growth_rate", config.growth_rate)
+    checks.integer("image_size", config.image_size, minimum=32)
+    if config.image_size % 32:
+        raise ValueError(f"`image_size` must be a multiple of 32 (5 transitions down halve it 5 times). "
+                         f"Received: image_size={config.image_size}")
+    checks.integer("train_canvases", config.train_canvases, minimum=config.batch_size)
+    checks.integer("val_canvases", config.val_canvases)
+    checks.integer("epochs", config.epochs)
+    checks.integer("batch_size", config.batch_size)
+    checks.positive("lr", config.lr)
+    checks.number("dropout", config.dropout, low=0, high=1, high_open=True)

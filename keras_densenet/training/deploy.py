@@ -1,4 +1,6 @@
-"""Inference and serving: what ``keras-densenet predict`` and ``export`` run.
+"""Inference: what ``keras-densenet predict`` runs, on ``.keras`` models and
+on the serving artifacts ``export`` writes (`keras_densenet.training.export`,
+also reachable here as `deploy.export`).
 
 Example:
 
@@ -11,40 +13,22 @@ from __future__ import annotations
 
 import json
 import os
-import zipfile
-from typing import TYPE_CHECKING, Optional, Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 
 from keras_densenet.core import checks, extras, registry
-from keras_densenet.core.files import atomic_path
+from keras_densenet.training import runtimes
 from keras_densenet.training.config import CLASS_NAMES_FILE
 from keras_densenet.training.data import resize_images
+from keras_densenet.training.export import export  # noqa: F401  (the library's deploy.export)
 
-if TYPE_CHECKING:  # keras is imported lazily: the CLI sets the backend first
-    import keras
-
-#: ``export`` formats and the `keras.Model.export` format each one uses.
-EXPORT_FORMATS = {"savedmodel": "tf_saved_model", "onnx": "onnx"}
 #: Classes per image that `predict` returns by default.
 DEFAULT_TOP = 5
 
 
-def check_model_file(path) -> str:
-    """`path` as a string, if it is an existing ``.keras`` file (keras-free).
-
-    Raises:
-        ValueError: naming the file: missing, or not a ``.keras`` file.
-    """
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise ValueError(f"model file not found: {path!r} (expected a .keras file)")
-    if not path.endswith(".keras"):
-        raise ValueError(f"model file {path!r} must be a .keras file")
-    return path
-
-
-def check_predict(images: Sequence, model_path=None, arch=None, weights=None, top: int = DEFAULT_TOP) -> None:
+def check_predict(images: Sequence, model_path=None, arch=None, weights=None, top: int = DEFAULT_TOP,
+                  class_names=None, trust_pickle: bool = False) -> None:
     """The argument checks of `predict`, without keras (the CLI runs them
     before a backend is chosen).
 
@@ -58,40 +42,41 @@ def check_predict(images: Sequence, model_path=None, arch=None, weights=None, to
         if not os.path.isfile(os.fspath(path)):
             raise ValueError(f"image file not found: {os.fspath(path)!r}")
     if model_path is None and arch is None:
-        raise ValueError("give a model: `model_path` (a .keras file) or `arch` (with `weights`)")
+        raise ValueError("give a model: `model_path` (a .keras file or an exported artifact) or `arch` "
+                         "(with `weights`)")
     if model_path is not None and arch is not None:
         raise ValueError("give `model_path` or `arch`, not both")
+    if class_names is not None and model_path is None:
+        raise ValueError("`class_names` goes with `model_path`")
     if model_path is not None:
         if weights is not None:
             raise ValueError("`weights` goes with `arch`; a `model_path` file has its weights")
-        check_model_file(model_path)
+        runtimes.check_model_file(model_path)
+        runtimes.check_trusted(model_path, trust_pickle)
+        if class_names is not None:
+            read_class_names(class_names)
     else:
         registry.get_variant(arch)  # lists the variants when unknown
 
 
-def check_export(model_path, fmt: str) -> None:
-    """The argument checks of `export` that need no keras."""
-    checks.one_of("fmt", fmt, tuple(EXPORT_FORMATS))
-    check_model_file(model_path)
-
-
-def load_model(path) -> keras.Model:
-    """Loads a ``.keras`` model with safe mode on.
+def read_class_names(path) -> list:
+    """The class names of a ``class_names.json`` file (a JSON list of strings).
 
     Raises:
-        ValueError: the file does not exist or is not a Keras model; the
-            message names the file.
+        ValueError: naming the file: missing, not JSON, or not a list of
+            strings.
     """
-    import keras
-
-    path = check_model_file(path)
-    if not zipfile.is_zipfile(path):  # keras would say "File not found"
-        raise ValueError(f"{path!r} is not a loadable Keras model: a .keras file is a zip archive")
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise ValueError(f"class names file not found: {path!r}")
     try:
-        return keras.saving.load_model(path, safe_mode=True)
-    except Exception as e:  # zipfile, json, h5py... all mean "not a model"
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ValueError(f"{path!r} is not a loadable Keras model: {reason}") from None
+        with open(path) as f:
+            names = json.load(f)
+    except (ValueError, UnicodeDecodeError):
+        raise ValueError(f"class names file {path!r} is not JSON") from None
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise ValueError(f"class names file {path!r} must hold a JSON list of strings")
+    return names
 
 
 def read_images(paths: Sequence, channels: int) -> list:
@@ -142,31 +127,58 @@ def load_images(paths: Sequence, size: tuple, channels: int) -> np.ndarray:
     return _resize_all(read_images(paths, channels), size)
 
 
+def resize_to(image: np.ndarray, size: tuple) -> np.ndarray:
+    """One ``(h, w, c)`` image resized bilinearly (as `load_images`)."""
+    return resize_images(image[None], size)[0]
+
+
+def read_class_names_beside(model_path) -> Optional[list]:
+    """The ``class_names.json`` beside a model, or ``None``."""
+    return _class_names_for(model_path)
+
+
 def _resize_all(arrays: list, size: tuple) -> np.ndarray:
     return np.stack([resize_images(x[None], size)[0] for x in arrays])
 
 
-def _predict_any_size(model, arrays: list) -> np.ndarray:
-    """Runs a model whose input takes any image size: one batch per size."""
-    import keras
-
+def _run_by_size(run, arrays: list) -> np.ndarray:
+    """`run` (batch -> outputs) over images of any sizes: one batch per size."""
     probs = [None] * len(arrays)
     by_shape = {}
     for i, x in enumerate(arrays):
         by_shape.setdefault(x.shape, []).append(i)
     for indices in by_shape.values():
-        out = model.predict(np.stack([arrays[i] for i in indices]), verbose=0)
-        for i, row in zip(indices, keras.ops.convert_to_numpy(out)):
+        for i, row in zip(indices, run(np.stack([arrays[i] for i in indices]))):
             probs[i] = row
     return np.stack(probs)
 
 
-def _class_names_for(model_path: str) -> Optional[list]:
+def _serve(run, input_shape: tuple, arrays: list) -> np.ndarray:
+    """Runs images through a model (``run``) of `input_shape`: at their own
+    sizes where it takes any (models written by `train` resize inside, with
+    a `Resizing` layer, exactly as their training data was resized), else
+    resized to its size."""
+    size = tuple(input_shape[1:3])
+    if None in size:
+        return _run_by_size(run, arrays)
+    return run(_resize_all(arrays, size))
+
+
+def _artifact_channels(path, input_shape: tuple) -> int:
+    channels = input_shape[-1] if len(input_shape) == 4 else None
+    if channels not in (1, 3):
+        raise ValueError(f"model file {os.fspath(path)!r}: predict takes channels-last image models "
+                         f"(1 or 3 channels); its input is {input_shape}")
+    return channels
+
+
+def _class_names_for(model_path: str, class_names=None) -> Optional[list]:
+    """`class_names` (a file) if given, else the ``class_names.json`` beside
+    the model, else ``None`` (the class index names each class)."""
+    if class_names is not None:
+        return read_class_names(class_names)
     path = os.path.join(os.path.dirname(os.path.abspath(model_path)), CLASS_NAMES_FILE)
-    if os.path.isfile(path):
-        with open(path) as f:
-            return json.load(f)
-    return None
+    return read_class_names(path) if os.path.isfile(path) else None
 
 
 def predict(
@@ -175,21 +187,29 @@ def predict(
     arch: Optional[str] = None,
     weights=None,
     top: int = DEFAULT_TOP,
+    class_names=None,
+    trust_pickle: bool = False,
 ) -> list:
     """Top-`top` classes for each image.
 
-    Either `model_path` (a ``.keras`` file written by ``train``; names come
-    from the ``class_names.json`` beside it, else the class index) or `arch`
-    with `weights` (ImageNet classifier: names from `decode_predictions`,
-    inputs preprocessed with `keras_densenet.preprocess_input`).
+    Either `model_path` (a ``.keras`` file written by ``train``, or an
+    artifact ``export`` wrote from one: ``.tflite``, OpenVINO ``.xml``,
+    ``.onnx``, ``.pt2`` or a SavedModel directory, run in its own runtime)
+    or `arch` with `weights` (ImageNet classifier: names from
+    `decode_predictions`, inputs preprocessed with
+    `keras_densenet.preprocess_input`).
 
     Args:
         images: image file paths.
-        model_path: a ``.keras`` model taking raw pixels in [0, 255].
+        model_path: a model taking raw pixels in [0, 255].
         arch: a registered variant name (with `weights`).
         weights: ``"imagenet"`` (or another weight-set name) or a weights
             file for `arch` with its 1000-class top.
         top: how many classes per image.
+        class_names: with `model_path`: a ``class_names.json`` file; default:
+            the one beside the model, else the class index names each class.
+        trust_pickle: allow a ``.pt2`` `model_path`, which torch unpickles
+            (see `runtimes.open_artifact`).
 
     Returns:
         One list per image of ``(class_id, class_name, score)`` tuples, best
@@ -197,22 +217,27 @@ def predict(
 
     Raises:
         ValueError: bad arguments, files or model; the message names them.
+
+    Example:
+
+    >>> predict(["7.png"], model_path="run/model.tflite", top=1)  # doctest: +SKIP
+    [[('7', '7', 0.998)]]
     """
-    check_predict(images, model_path, arch, weights, top)
+    check_predict(images, model_path, arch, weights, top, class_names, trust_pickle)
     import keras
 
     if model_path is not None:
-        model = load_model(model_path)
-        names = _class_names_for(model_path)
-        size = tuple(model.input_shape[1:3])
-        channels = model.input_shape[-1]
-        arrays = read_images(images, channels)
-        if None in size:
-            # Models written by `train` resize inside (a `Resizing` layer),
-            # exactly as their training data was resized.
-            probs = _predict_any_size(model, arrays)
-        else:
-            probs = keras.ops.convert_to_numpy(model.predict(_resize_all(arrays, size), verbose=0))
+        names = _class_names_for(model_path, class_names)
+        if runtimes.model_file_format(model_path) != "keras":
+            artifact = runtimes.open_artifact(model_path, trust_pickle=trust_pickle)
+            arrays = read_images(images, _artifact_channels(model_path, artifact.input_shape))
+            return _top_k(_serve(artifact, artifact.input_shape, arrays), names, top)
+        model = runtimes.load_keras_model(model_path)
+        if len(model.output_shape) == 4:
+            raise ValueError(f"model file {os.fspath(model_path)!r} segments images (a class per pixel): "
+                             "give --masks DIR to write a mask per image")
+        arrays = read_images(images, model.input_shape[-1])
+        probs = _serve(lambda x: keras.ops.convert_to_numpy(model.predict(x, verbose=0)), model.input_shape, arrays)
         return _top_k(probs, names, top)
 
     from keras_densenet.models import densenet, imagenet
@@ -229,46 +254,6 @@ def predict(
     return [[(c, n, float(s)) for c, n, s in row] for row in imagenet.decode_predictions(probs, top=top)]
 
 
-def _exportable(model):
-    """`model`, or on JAX its part after a leading `Resizing` layer.
-
-    JAX's exporters (jax2tf, jax2onnx) cannot trace Keras' `Resizing` with
-    symbolic shapes, not even a symbolic batch size. There the artifact
-    starts after the resize and takes images of the training size.
-    """
-    import keras
-
-    if keras.backend.backend() != "jax" or None not in model.input_shape[1:]:
-        return model
-    first = [layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)][:1]
-    if not first or not isinstance(first[0], keras.layers.Resizing):
-        return model
-    return keras.Model(first[0].output, model.output, name=model.name)
-
-
-def _example_input(model) -> Optional[np.ndarray]:
-    """A zero batch the model accepts, or None if its input size is unknown.
-
-    Free spatial sizes take the size of the model's `Resizing` layer (models
-    written by `train` resize inside).
-    """
-    import keras
-
-    shape = model.input_shape
-    if not isinstance(shape, tuple):
-        return None
-    shape = list(shape[1:])
-    if None in shape:
-        resizing = [layer for layer in model.layers if isinstance(layer, keras.layers.Resizing)]
-        if not resizing:
-            return None
-        axes = [i for i, d in enumerate(shape) if d is None]
-        if len(axes) != 2:
-            return None
-        shape[axes[0]], shape[axes[1]] = resizing[0].height, resizing[0].width
-    return np.zeros([1] + shape, "float32")
-
-
 def _top_k(probs: np.ndarray, names: Optional[list], top: int) -> list:
     out = []
     for row in probs:
@@ -276,49 +261,4 @@ def _top_k(probs: np.ndarray, names: Optional[list], top: int) -> list:
         out.append(
             [(str(i), names[i] if names and i < len(names) else str(i), float(row[i])) for i in order]
         )
-    return out
-
-
-def export(model_path, fmt: str, out) -> str:
-    """Writes a serving artifact of a ``.keras`` model with `keras.Model.export`.
-
-    ``savedmodel``: a TensorFlow SavedModel directory (``serve`` endpoint;
-    needs TensorFlow). ``onnx``: an ONNX file (needs ``onnx`` and, on the
-    TensorFlow/JAX backends, ``tf2onnx``; on PyTorch, ``onnxscript``).
-    The artifact appears only once complete (written beside `out`, then
-    renamed); an existing `out` is replaced. Models that take any image size
-    export that way, except on JAX (see `_exportable`): there the artifact
-    takes images of the size of the model's `Resizing` layer.
-
-    Args:
-        model_path: the ``.keras`` model.
-        fmt: ``"savedmodel"`` or ``"onnx"``.
-        out: the directory (savedmodel) or file (onnx) to write.
-
-    Returns:
-        `out`.
-
-    Raises:
-        ValueError: unknown format, bad model file, missing exporter package,
-            unwritable destination.
-    """
-    check_export(model_path, fmt)
-    out = os.path.abspath(os.fspath(out))
-    parent = os.path.dirname(out)
-    if not os.path.isdir(parent) or not os.access(parent, os.W_OK):
-        raise ValueError(f"cannot write the export to {out!r}: {parent!r} is not a writable directory")
-    model = _exportable(load_model(model_path))
-    example = _example_input(model)
-    if example is not None:
-        # A freshly loaded model has never been called; some exporters (ONNX
-        # on JAX) refuse such densenet.
-        model(example)
-    with atomic_path(out) as tmp:
-        try:
-            model.export(tmp, format=EXPORT_FORMATS[fmt], verbose=False)
-        except ImportError as e:
-            raise ValueError(
-                f"export to {fmt} needs an extra package: {e}. "
-                "Install them with: pip install -e '.[export]' (in a clone of keras-densenet)"
-            ) from None
     return out

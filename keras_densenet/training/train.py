@@ -156,7 +156,7 @@ def format_timings(timings: dict, epochs_run: int) -> str:
     return f"time: {timings['total']:.1f} s = " + " + ".join(parts)
 
 
-class _Stopwatch:
+class Stopwatch:
     """Wall time per phase: each `lap` charges the time since the last lap
     to one phase, so the phases add up to the total."""
 
@@ -295,13 +295,14 @@ def read_log(path: str) -> list:
         ]
 
 
-def plot_learning_curve(history: Sequence[dict], path: str) -> str:
-    """Saves loss and accuracy (training vs validation) per epoch as a PNG.
+def plot_learning_curve(history: Sequence[dict], path: str, metrics: Sequence[str] = ("loss", "accuracy")) -> str:
+    """Saves `metrics` (training vs validation) per epoch as a PNG.
 
     Args:
-        history: rows of ``log.csv`` (keys ``epoch``, ``loss``,
-            ``val_loss``, ``accuracy``, ``val_accuracy``).
+        history: rows of ``log.csv`` (keys ``epoch``, and each metric with
+            and without the ``val_`` prefix).
         path: the PNG to write (atomically).
+        metrics: one panel each.
 
     Returns:
         `path`.
@@ -311,8 +312,8 @@ def plot_learning_curve(history: Sequence[dict], path: str) -> str:
     import matplotlib.pyplot as plt
 
     epochs = [row["epoch"] + 1 for row in history]
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    for ax, metric in zip(axes, ("loss", "accuracy")):
+    fig, axes = plt.subplots(1, len(metrics), figsize=(5 * len(metrics), 4))
+    for ax, metric in zip(axes, metrics):
         for prefix, label in (("", "training"), ("val_", "validation")):
             values = [row.get(prefix + metric, math.nan) for row in history]
             ax.plot(epochs, values, marker="o", label=label)
@@ -401,7 +402,9 @@ def _say(config: TrainConfig, message: str) -> None:
         print(message, flush=True)
 
 
-def _cosine(lr: float, start: int, stop: int):
+def cosine_schedule(lr: float, start: int, stop: int):
+    """The learning rate of each epoch: `lr` decayed to 0 over ``[start, stop)`` on a cosine."""
+
     def schedule(epoch, _current_lr=None):
         t = (epoch - start) / max(1, stop - start)
         return float(lr * 0.5 * (1 + math.cos(math.pi * t)))
@@ -450,7 +453,7 @@ def _distribution_plan(config: TrainConfig, distribution) -> tuple:
     return config, plan
 
 
-def _write_class_names(path: str, class_names: Sequence[str]) -> None:
+def write_class_names(path: str, class_names: Sequence[str]) -> None:
     """Writes the label names, in output order, as JSON (atomically)."""
     def write_names(tmp):
         with open(tmp, "w") as f:
@@ -460,7 +463,7 @@ def _write_class_names(path: str, class_names: Sequence[str]) -> None:
 
 
 @dataclasses.dataclass
-class _ResumeState:
+class ResumeState:
     """What an interrupted earlier run left in the output directory.
 
     Attributes:
@@ -477,13 +480,13 @@ class _ResumeState:
     best_so_far: Optional[float]
 
 
-def _resume_state(output: str, log_path: str) -> _ResumeState:
+def resume_state(output: str, log_path: str) -> ResumeState:
     """Reads what an interrupted run in `output` left to continue from."""
     backup_dir = os.path.join(output, BACKUP_DIR)
     resuming = os.path.isdir(backup_dir)
     previous = read_log(log_path) if resuming else []
     best_so_far = max((row.get("val_accuracy", -1.0) for row in previous), default=None)
-    return _ResumeState(backup_dir, resuming, previous, best_so_far)
+    return ResumeState(backup_dir, resuming, previous, best_so_far)
 
 
 @contextlib.contextmanager
@@ -503,7 +506,7 @@ def _training_scope(config: TrainConfig, plan):
         keras.config.set_dtype_policy(old_policy)
 
 
-def _build_model(config: TrainConfig, plan, num_classes: int, channels: int, resume: _ResumeState) -> tuple:
+def _build_model(config: TrainConfig, plan, num_classes: int, channels: int, resume: ResumeState) -> tuple:
     """Builds the classifier (`build_classifier`) and says what it is and
     where a resumed run continues; returns ``(model, backbone)``."""
     model, backbone = build_classifier(config, num_classes, channels)
@@ -548,7 +551,7 @@ def _phase_callbacks(plan, phase: _FitPhase, backup_dir: str, log_path: str, app
     return [
         *(plan.callbacks() if plan is not None else []),  # before the checkpoint
         backup,
-        keras.callbacks.LearningRateScheduler(_cosine(phase.lr, phase.start, phase.stop)),
+        keras.callbacks.LearningRateScheduler(cosine_schedule(phase.lr, phase.start, phase.stop)),
         keras.callbacks.CSVLogger(log_path, append=append_log),
         checkpoint,
         *extra,
@@ -586,7 +589,7 @@ def _fit_phase(model, backbone, config: TrainConfig, plan, phase: _FitPhase, dat
 
 
 def _fit(model, backbone, config: TrainConfig, plan, data: tuple, paths: dict,
-         resume: _ResumeState, callbacks: Sequence, watch: _Stopwatch) -> int:
+         resume: ResumeState, callbacks: Sequence, watch: Stopwatch) -> int:
     """Runs every `_FitPhase`, charging its compilation (`CompileTimer`) and
     the rest of its `fit` to `watch`; returns the epochs trained."""
     checkpoint = AtomicModelCheckpoint(
@@ -659,7 +662,7 @@ def train(
     >>> print(format_timings(result.timings, result.epochs_run))  # doctest: +SKIP
     time: 5.3 s = data 0.4 s + model 0.3 s + compilation 3.1 s + 1 epoch 1.3 s + writing 0.2 s
     """
-    watch = _Stopwatch()
+    watch = Stopwatch()
     validate(config)
     config, plan = _distribution_plan(config, distribution)
     output = prepare_output_dir(config.output)
@@ -671,9 +674,9 @@ def train(
         config, channels, plan.batch_multiple if plan is not None else 1
     )
     watch.lap("data")
-    _write_class_names(paths[CLASS_NAMES_FILE], class_names)
+    write_class_names(paths[CLASS_NAMES_FILE], class_names)
     watch.lap("writing")
-    resume = _resume_state(output, paths[LOG_FILE])
+    resume = resume_state(output, paths[LOG_FILE])
     watch.lap("setup")
     with _training_scope(config, plan):
         model, backbone = _build_model(config, plan, len(class_names), channels, resume)

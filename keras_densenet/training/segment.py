@@ -1,0 +1,302 @@
+"""Training an FC-DenseNet to segment the digits canvases: what
+``keras-densenet segment`` runs, and the masks ``predict`` writes.
+
+One `model.fit` with AdamW and a cosine decay on the embedded canvases
+(`canvases.digit_canvases`), reporting pixel accuracy and mean IoU (Keras'
+`MeanIoU` over the 11 classes) per epoch. The output directory gets the
+best model (by validation mean IoU), ``log.csv``, ``learning_curve.png``,
+``class_names.json`` and ``masks.png`` (validation canvases, predicted masks
+beside the truth). An interrupted run resumes from its last completed epoch
+(`BackupAndRestore`), like ``train``.
+
+Example:
+
+>>> from keras_densenet.training import segment
+>>> result = segment.train_segmentation(segment.SegmentConfig(epochs=1, train_canvases=64,
+...                                     val_canvases=16, output="/tmp/seg"))  # doctest: +SKIP
+>>> 0 <= result.best_mean_iou <= 1  # doctest: +SKIP
+True
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+from typing import Sequence
+
+import keras
+import numpy as np
+
+from keras_densenet.core import extras, registry
+from keras_densenet.core.files import atomic_write
+from keras_densenet.layers.losses import PixelCrossentropy
+from keras_densenet.models import fcdensenet
+from keras_densenet.training import canvases, runtimes
+from keras_densenet.training import train as train_lib
+from keras_densenet.training.config import (  # noqa: F401  (SegmentConfig: re-exported)
+    CLASS_NAMES_FILE, LOG_FILE, MODEL_FILE, PLOT_FILE, SegmentConfig, validate_segment,
+)
+
+#: The predicted masks beside the truth, for validation canvases.
+MASKS_FILE = "masks.png"
+#: Canvases drawn in `MASKS_FILE`.
+MASK_ROWS = 6
+#: The default network's depth: 5 transitions down, like the paper's (so any
+#: side divisible by 32), and its stem (half the paper's 48 filters).
+DIGITS_LEVELS = 5
+DIGITS_STEM = 24
+#: Background black, then ten well-separated colours (matplotlib's tab10).
+PALETTE = np.array(
+    [[0, 0, 0], [31, 119, 180], [255, 127, 14], [44, 160, 44], [214, 39, 40], [148, 103, 189],
+     [140, 86, 75], [227, 119, 194], [127, 127, 127], [188, 189, 34], [23, 190, 207]], "uint8"
+)
+
+
+@dataclasses.dataclass
+class SegmentResult:
+    """What `train_segmentation` wrote and measured."""
+
+    output: str
+    model_path: str
+    masks_path: str
+    history: list
+    best_mean_iou: float
+    best_pixel_accuracy: float
+    timings: dict
+    epochs_run: int
+
+
+def build_segmenter(config: SegmentConfig, classes: int) -> keras.Model:
+    """The FC-DenseNet of `config`, on raw pixels in [0, 255] of any side
+    divisible by 32 (a `Rescaling` layer first, as the classifiers)."""
+    inputs = keras.Input((None, None, 1), name="image")
+    x = keras.layers.Rescaling(1.0 / 255, name="rescale")(inputs)
+    kwargs = dict(classes=classes, input_tensor=x, dropout=config.dropout)
+    if config.arch is None:
+        n = config.layers_per_block
+        net = fcdensenet.FCDenseNet((n,) * DIGITS_LEVELS, n, growth_rate=config.growth_rate,
+                                    stem_filters=DIGITS_STEM, name="fc_densenet_digits", **kwargs)
+    else:
+        builder = getattr(fcdensenet, registry.get_fc_variant(config.arch).builder)
+        net = builder(**kwargs)
+    return keras.Model(inputs, net.output, name=net.name)
+
+
+def compile_segmenter(model: keras.Model, lr: float) -> None:
+    """AdamW, per-pixel sparse cross-entropy and pixel accuracy (mean IoU is
+    `ValidationMetrics`' job)."""
+    model.compile(
+        optimizer=keras.optimizers.AdamW(lr, weight_decay=train_lib.WEIGHT_DECAY),
+        loss=PixelCrossentropy(),
+        metrics=[keras.metrics.SparseCategoricalAccuracy(name="pixel_accuracy")],
+    )
+
+
+def confusion(truth: np.ndarray, predicted: np.ndarray, classes: int) -> np.ndarray:
+    """``(classes, classes)`` pixel counts, rows the true class."""
+    return np.bincount(classes * truth.ravel() + predicted.ravel(), minlength=classes * classes).reshape(
+        classes, classes)
+
+
+def mean_iou(matrix: np.ndarray) -> float:
+    """Mean over classes of intersection / union, the classes present in the
+    truth or the prediction only (Keras' `MeanIoU` convention).
+
+    Example:
+
+    >>> mean_iou(np.array([[3, 1], [0, 4]]))  # IoU 3/4 and 4/5
+    0.775
+    """
+    intersection = np.diag(matrix).astype("float64")
+    union = matrix.sum(0) + matrix.sum(1) - intersection
+    present = union > 0
+    return float(np.mean(intersection[present] / union[present]))
+
+
+class ValidationMetrics(keras.callbacks.Callback):
+    """Per epoch, one `predict` over the validation canvases gives
+    ``val_loss``, ``val_pixel_accuracy`` and ``val_mean_iou`` (NumPy), added
+    to the epoch's logs before the logger and checkpoint read them.
+
+    Keras' `MeanIoU` metric would do the same inside every training step:
+    its confusion matrix, a scatter over every pixel, cost about as much as
+    the step itself on a CPU.
+    """
+
+    def __init__(self, x_val: np.ndarray, y_val: np.ndarray, classes: int, batch_size: int, keep: int = MASK_ROWS):
+        super().__init__()
+        self.x_val, self.y_val, self.classes, self.batch_size = x_val, y_val, classes, batch_size
+        self.keep = keep
+        self.best_iou = -1.0
+        #: Predicted labels of the first `keep` canvases at the best epoch
+        #: (what `masks.png` shows, without another pass).
+        self.best_predicted = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        probs = keras.ops.convert_to_numpy(self.model.predict(self.x_val, batch_size=self.batch_size, verbose=0))
+        predicted = np.argmax(probs, axis=-1)
+        picked = np.take_along_axis(probs, self.y_val[..., None], axis=-1)
+        logs = logs if logs is not None else {}
+        logs["val_loss"] = float(-np.mean(np.log(np.clip(picked, 1e-7, 1.0))))
+        logs["val_pixel_accuracy"] = float(np.mean(predicted == self.y_val))
+        logs["val_mean_iou"] = mean_iou(confusion(self.y_val, predicted, self.classes))
+        if logs["val_mean_iou"] > self.best_iou:
+            self.best_iou, self.best_predicted = logs["val_mean_iou"], predicted[: self.keep]
+
+
+def _callbacks(config: SegmentConfig, paths: dict, resume, timer, validation) -> list:
+    checkpoint = train_lib.AtomicModelCheckpoint(
+        paths[MODEL_FILE], monitor="val_mean_iou", mode="max", save_best_only=True,
+        initial_value_threshold=max((r.get("val_mean_iou", -1.0) for r in resume.previous), default=None),
+    )
+    return [
+        timer,
+        validation,  # before the logger and the checkpoint, which read its logs
+        keras.callbacks.BackupAndRestore(resume.backup_dir, delete_checkpoint=False),
+        keras.callbacks.LearningRateScheduler(train_lib.cosine_schedule(config.lr, 0, config.epochs)),
+        keras.callbacks.CSVLogger(paths[LOG_FILE], append=resume.resuming),
+        checkpoint,
+    ]
+
+
+def _say(config: SegmentConfig, message: str) -> None:
+    if config.verbose not in (0, False):
+        print(message, flush=True)
+
+
+def train_segmentation(config: SegmentConfig = SegmentConfig(), callbacks: Sequence = ()) -> SegmentResult:
+    """Trains an FC-DenseNet on the digits canvases; see the module text.
+
+    Raises:
+        ValueError: an invalid option; the message names it.
+    """
+    validate_segment(config)
+    watch = train_lib.Stopwatch()
+    output = train_lib.prepare_output_dir(config.output)
+    paths = {n: os.path.join(output, n) for n in (MODEL_FILE, LOG_FILE, PLOT_FILE, CLASS_NAMES_FILE, MASKS_FILE)}
+    ds = canvases.digit_canvases(config.train_canvases, config.val_canvases, config.image_size,
+                                 config.max_digits, config.seed)
+    classes = len(ds.class_names)
+    canvases.check_label_maps(ds.x_train, ds.y_train, classes, "y_train")
+    watch.lap("data")
+    train_lib.write_class_names(paths[CLASS_NAMES_FILE], ds.class_names)
+    resume = train_lib.resume_state(output, paths[LOG_FILE])
+    keras.utils.set_random_seed(config.seed)
+    model = build_segmenter(config, classes)
+    _say(config, f"model: {model.name}, {model.count_params():,} parameters, {keras.backend.backend()} backend; "
+                 f"{len(ds.x_train)} training and {len(ds.x_val)} validation canvases of {config.image_size}x"
+                 f"{config.image_size}")
+    if resume.previous:
+        _say(config, f"resuming from epoch {len(resume.previous) + 1} of {config.epochs}")
+    watch.lap("model")
+    compile_segmenter(model, config.lr)
+    _say(config, "training: compiling the training step first (up to a minute on a CPU)...")
+    timer = train_lib.CompileTimer()
+    validation = ValidationMetrics(ds.x_val, ds.y_val, classes, config.batch_size)
+    # After a resume, only an epoch better than the saved model replaces its masks.
+    validation.best_iou = max((r.get("val_mean_iou", -1.0) for r in resume.previous), default=-1.0)
+    model.fit(ds.x_train, ds.y_train, batch_size=config.batch_size, epochs=config.epochs, shuffle=True,
+              verbose=config.verbose, callbacks=[*_callbacks(config, paths, resume, timer, validation), *callbacks])
+    watch.move(min(timer.seconds, watch.lap("epochs")), "epochs", "compilation")
+    shutil.rmtree(resume.backup_dir, ignore_errors=True)
+    history = train_lib.read_log(paths[LOG_FILE])
+    train_lib.plot_learning_curve(history, paths[PLOT_FILE], metrics=("loss", "mean_iou"))
+    if validation.best_predicted is None:  # the saved model's epoch ran before a resume
+        validation.best_predicted = predict_labels(runtimes.load_keras_model(paths[MODEL_FILE]), ds.x_val[:MASK_ROWS])
+    draw_masks(ds.x_val[:MASK_ROWS], ds.y_val[:MASK_ROWS], validation.best_predicted, paths[MASKS_FILE])
+    watch.lap("writing")
+    best_row = max(history, key=lambda r: r.get("val_mean_iou", 0.0))
+    return SegmentResult(output, paths[MODEL_FILE], paths[MASKS_FILE], history, best_row.get("val_mean_iou", 0.0),
+                         best_row.get("val_pixel_accuracy", 0.0), watch.timings(), timer.epochs)
+
+
+def predict_labels(model: keras.Model, images: np.ndarray) -> np.ndarray:
+    """Per-pixel class ids of `images` (raw pixels, sides divisible by 32)."""
+    probs = keras.ops.convert_to_numpy(model.predict(images, verbose=0, batch_size=16))
+    return np.argmax(probs, axis=-1).astype("int32")
+
+
+def colorize(labels: np.ndarray) -> np.ndarray:
+    """``(h, w)`` class ids -> ``(h, w, 3)`` uint8 colours of `PALETTE`."""
+    return PALETTE[np.clip(labels, 0, len(PALETTE) - 1) % len(PALETTE)]
+
+
+def draw_masks(images: np.ndarray, truth: np.ndarray, predicted: np.ndarray, path: str) -> str:
+    """A PNG with one row per canvas: the image, the true mask, the
+    predicted mask (written atomically)."""
+    pil = extras.import_from("train", "PIL.Image", "drawing the masks")
+    rows = []
+    for image, t, p in zip(images, truth, predicted):
+        gray = np.repeat(np.clip(image, 0, 255).astype("uint8"), 3, axis=-1)
+        gap = np.full((gray.shape[0], 4, 3), 255, "uint8")
+        rows.append(np.concatenate([gray, gap, colorize(t), gap, colorize(p)], axis=1))
+    sheet = np.concatenate([np.concatenate([r, np.full((4, r.shape[1], 3), 255, "uint8")]) for r in rows])
+    picture = pil.fromarray(sheet).resize((sheet.shape[1] * 3, sheet.shape[0] * 3), pil.NEAREST)
+    atomic_write(path, lambda tmp: picture.save(tmp, format="PNG"))
+    return path
+
+
+#: Sides a segmenter takes are multiples of this (5 transitions down).
+SIDE_MULTIPLE = 32
+
+
+def served_size(height: int, width: int) -> tuple:
+    """The nearest sides divisible by `SIDE_MULTIPLE` (at least one multiple)."""
+    return tuple(max(SIDE_MULTIPLE, int(round(s / SIDE_MULTIPLE)) * SIDE_MULTIPLE) for s in (height, width))
+
+
+def _nearest(labels: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Label map resized to ``(height, width)`` by nearest neighbour."""
+    rows = np.minimum((np.arange(height) + 0.5) * labels.shape[0] / height, labels.shape[0] - 1).astype(int)
+    cols = np.minimum((np.arange(width) + 0.5) * labels.shape[1] / width, labels.shape[1] - 1).astype(int)
+    return labels[rows][:, cols]
+
+
+def save_mask(labels: np.ndarray, path: str) -> str:
+    """Writes a label map as a palette PNG: each pixel's value is its class
+    id, shown in `PALETTE`'s colours (written atomically)."""
+    pil = extras.import_from("train", "PIL.Image", "writing masks")
+    image = pil.fromarray(labels.astype("uint8"), mode="P")
+    image.putpalette(PALETTE.flatten().tolist())
+    atomic_write(path, lambda tmp: image.save(tmp, format="PNG"))
+    return path
+
+
+def predict_masks(images: Sequence, model_path, masks_dir) -> list:
+    """Writes one mask PNG per image with a segmenter written by
+    `train_segmentation`.
+
+    Each image is read as training read canvases (raw pixels, the model's
+    channels), resized bilinearly to the nearest sides divisible by 32,
+    segmented, and its label map resized back (nearest) to the image's own
+    size.
+
+    Args:
+        images: image files.
+        model_path: the ``.keras`` segmenter.
+        masks_dir: where the masks go (created), named as the images.
+
+    Returns:
+        ``(mask path, {class name: fraction of pixels})`` per image.
+
+    Raises:
+        ValueError: bad files or a model that does not segment.
+    """
+    from keras_densenet.training import deploy
+
+    model = runtimes.load_keras_model(model_path)
+    if len(model.output_shape) != 4:
+        raise ValueError(f"model file {os.fspath(model_path)!r} classifies whole images: predict without --masks")
+    names = deploy.read_class_names_beside(model_path)
+    masks_dir = train_lib.prepare_output_dir(masks_dir)
+    out = []
+    for path, image in zip(images, deploy.read_images(images, model.input_shape[-1])):
+        h, w = image.shape[:2]
+        served = deploy.resize_to(image, served_size(h, w))
+        labels = _nearest(predict_labels(model, served[None])[0], h, w)
+        target = os.path.join(masks_dir, os.path.splitext(os.path.basename(os.fspath(path)))[0] + ".png")
+        counts = np.bincount(labels.ravel(), minlength=model.output_shape[-1]) / labels.size
+        shares = {(names[c] if names and c < len(names) else str(c)): float(counts[c]) for c in np.flatnonzero(counts)}
+        out.append((save_mask(labels, target), shares))
+    return out

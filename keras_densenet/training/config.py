@@ -165,7 +165,8 @@ class SegmentConfig:
         train_canvases, val_canvases: canvases generated for each split.
         max_digits: digits per canvas, 1 to this many.
         epochs, batch_size, lr: the fit; `lr` is the cosine's peak.
-        dropout: of every dense layer and transition down (the paper's 0.2).
+        dropout: of every dense layer and transition down (0 for the short
+            digits job; the paper used 0.2).
         seed: the data, the placement and the weights.
         output: the output directory.
         verbose: `fit`'s verbosity.

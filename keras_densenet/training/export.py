@@ -151,11 +151,14 @@ def backend_for(fmt: str, active: str) -> str:
     for backend in order:
         if all(extras.installed(m) for m in (backend,) + writers[backend]):
             return backend
-    first = next(iter(writers))
+    # Name what the active backend lacks where it can write the format
+    # (one extra away), else what the first writer lacks.
+    first = active if active in writers else next(iter(writers))
     needs = [m for m in (first,) + writers[first] if not extras.installed(m)]
     pip = " ".join(sorted({f'"keras-densenet[{MODULE_EXTRAS[m]}]"' for m in needs}))
-    return _raise(f"export to {fmt} needs the {first} backend with {', '.join(needs)}, not installed "
-                  f"(the {active} backend cannot write {fmt}): pip install {pip}")
+    where = "" if first == active else f" (the {active} backend cannot write {fmt})"
+    return _raise(f"export to {fmt} needs the {first} backend with {', '.join(needs)}, not installed{where}: "
+                  f"pip install {pip}")
 
 
 def _raise(message: str):

@@ -73,7 +73,7 @@ def test_each_format_is_checked_in_its_runtime_and_predicts_like_keras(fmt, run_
     assert os.path.exists(out) and runtimes.artifact_format(out) == fmt
     assert f"written by the {backend} backend" in stdout
     if backend != BACKEND:  # the fallback says so in one line
-        assert f"the {BACKEND} backend " in stdout and f": exporting with the {backend} backend" in stdout
+        assert f"the {BACKEND} backend" in stdout and f": exporting with the {backend} backend" in stdout
     diff = float(stdout.split("largest difference to predict ")[1].split()[0])
     assert diff <= export.FLOAT_TOLERANCE
     if backend != "jax":  # JAX's artifacts take the training size only

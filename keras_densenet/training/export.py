@@ -245,8 +245,8 @@ def export(
     if backend == active:
         report = export_here(**args)
     else:
-        why = f"its exporter {LAST_RESORT[fmt, active]}" if (fmt, active) in LAST_RESORT else f"cannot write {fmt}"
-        say(f"the {active} backend {why}: exporting with the {backend} backend in a child process")
+        why = f"'s {fmt} exporter {LAST_RESORT[fmt, active]}" if (fmt, active) in LAST_RESORT else f" cannot write {fmt}"
+        say(f"the {active} backend{why}: exporting with the {backend} backend in a child process")
         report = _export_in_child(backend, args)
     _copy_class_names(args["model_path"], args["out"], say)
     return report

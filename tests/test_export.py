@@ -194,3 +194,19 @@ def test_predict_takes_class_names_from_a_given_file(run_dir, tmp_path, capsys):
                           "--top", "1")
     assert code == 0, err
     assert out.splitlines()[1].split("digit ")[1].strip().isdigit()
+
+
+def test_an_exporter_failure_is_one_line_exit_1_and_leaves_nothing(run_dir, tmp_path, capsys, monkeypatch):
+    _writer_or_skip("onnx")
+    if export.backend_for("onnx", BACKEND) != BACKEND:
+        pytest.skip("the failure is raised in the writing process")
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("Unsupported operation: simulated")
+
+    monkeypatch.setattr(export, "write_artifact", broken)
+    path, _ = run_dir
+    code, _, err = _cli(capsys, "export", path / "model.keras", "--format", "onnx", tmp_path / "m.onnx")
+    assert code == 1 and len(err.strip().splitlines()) == 1
+    assert "Keras could not write onnx" in err and "simulated" in err and "nothing was written" in err
+    assert os.listdir(tmp_path) == []

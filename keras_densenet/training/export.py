@@ -22,6 +22,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -282,7 +283,8 @@ def _export_in_child(backend: str, args: dict) -> ExportReport:
                               env=env, capture_output=True, text=True)
         if not os.path.isfile(report_path):
             tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-            raise RuntimeError(f"the {backend} export process failed (exit {proc.returncode}): {tail}")
+            raise ExportCheckError(f"the {backend} export process failed (exit {proc.returncode}: {tail}): "
+                                   "nothing was written")
         with open(report_path) as f:
             result = json.load(f)
     if "error" in result:
@@ -301,20 +303,38 @@ def export_here(model_path, fmt, out, quantize=None, data=None, seed=0, validati
     try:
         tmp = os.path.join(staging, os.path.basename(out))
         report = ExportReport(out, fmt, keras.backend.backend(), quantize)
-        if quantize:
-            float_tmp = os.path.join(staging, "float", os.path.basename(out))
-            os.mkdir(os.path.dirname(float_tmp))
-            write_artifact(model, fmt, float_tmp)
-            report.float_bytes = artifact_bytes(float_tmp)
-            write_artifact(model, fmt, tmp, calibration=split[0], float_path=float_tmp)
-        else:
-            write_artifact(model, fmt, tmp)
+        with _exporter_errors(fmt, report.backend):
+            if quantize:
+                float_tmp = os.path.join(staging, "float", os.path.basename(out))
+                os.mkdir(os.path.dirname(float_tmp))
+                write_artifact(model, fmt, float_tmp)
+                report.float_bytes = artifact_bytes(float_tmp)
+                write_artifact(model, fmt, tmp, calibration=split[0], float_path=float_tmp)
+            else:
+                write_artifact(model, fmt, tmp)
         _check(model, runtimes.open_artifact(tmp, trust_pickle=True), report, split, max_drop)  # ours
         report.bytes = artifact_bytes(tmp)
         _publish(tmp, out)
         return report
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _exporter_errors(fmt: str, backend: str):
+    """An exporter's own failure (a conversion error, an unsupported
+    operation) as one `ExportCheckError` line; a missing package stays a
+    `MissingExtraError`."""
+    try:
+        yield
+    except extras.MissingExtraError:
+        raise
+    except ImportError as e:  # an exporter's optional dependency
+        raise ValueError(f"export to {fmt} on {backend} needs a package: {e}") from None
+    except Exception as e:
+        reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise ExportCheckError(f"Keras could not write {fmt} on the {backend} backend "
+                               f"({type(e).__name__}: {reason[:300]}): nothing was written") from None
 
 
 def artifact_bytes(path: str) -> int:
@@ -537,8 +557,9 @@ def _child_main(argv: list) -> int:
     try:
         result = dataclasses.asdict(export_here(**args))
         code = 0
-    except (ValueError, ExportCheckError) as e:
-        result = {"error": type(e).__name__, "message": str(e)}
+    except (ValueError, ExportCheckError, extras.MissingExtraError) as e:
+        kind = "ExportCheckError" if isinstance(e, ExportCheckError) else "ValueError"
+        result = {"error": kind, "message": str(e)}
         code = 1
     with open(report_path, "w") as f:
         json.dump(result, f)

@@ -158,12 +158,8 @@ def backend_for(fmt: str, active: str) -> str:
     needs = [m for m in (first,) + writers[first] if not extras.installed(m)]
     pip = " ".join(sorted({f'"keras-densenet[{MODULE_EXTRAS[m]}]"' for m in needs}))
     where = "" if first == active else f" (the {active} backend cannot write {fmt})"
-    return _raise(f"export to {fmt} needs the {first} backend with {', '.join(needs)}, not installed{where}: "
-                  f"pip install {pip}")
-
-
-def _raise(message: str):
-    raise ValueError(message)
+    raise ValueError(f"export to {fmt} needs the {first} backend with {', '.join(needs)}, not installed{where}: "
+                     f"pip install {pip}")
 
 
 def check_export(model_path, fmt: str, out, quantize: Optional[str] = None) -> None:
@@ -208,8 +204,8 @@ def export(
     ``openvino`` (``.xml`` with its ``.bin``) and ``torch``
     (``torch.export``, ``.pt2``). The artifact takes raw pixels, like the
     model; where the model resizes inside, so does the artifact (except those
-    written by JAX, whose exporters cannot trace the resize: they take the
-    training size).
+    written by JAX, the writer of last resort, whose exporters cannot trace
+    the resize: they take the training size).
 
     Args:
         model_path: the ``.keras`` model.
@@ -236,6 +232,7 @@ def export(
     """
     check_export(model_path, fmt, out, quantize)
     checks.integer("samples", samples, minimum=1)
+    checks.number("max_drop", max_drop)
     import keras
 
     active = keras.backend.backend()

@@ -106,7 +106,6 @@ def check_keras_file(path) -> str:
     return path
 
 
-
 def load_keras_model(path) -> keras.Model:
     """Loads a ``.keras`` model with safe mode on.
 

@@ -201,7 +201,7 @@ def train_segmentation(config: SegmentConfig = SegmentConfig(), callbacks: Seque
     watch.move(min(timer.seconds, watch.lap("epochs")), "epochs", "compilation")
     shutil.rmtree(resume.backup_dir, ignore_errors=True)
     history = train_lib.read_log(paths[LOG_FILE])
-    train_lib.plot_learning_curve(history, paths[PLOT_FILE], metrics=("loss", "mean_iou"))
+    train_lib.plot_learning_curve(history, paths[PLOT_FILE], metrics=("loss", "pixel_accuracy", "mean_iou"))
     if validation.best_predicted is None:  # the saved model's epoch ran before a resume
         validation.best_predicted = predict_labels(runtimes.load_keras_model(paths[MODEL_FILE]), ds.x_val[:MASK_ROWS])
     draw_masks(ds.x_val[:MASK_ROWS], ds.y_val[:MASK_ROWS], validation.best_predicted, paths[MASKS_FILE])

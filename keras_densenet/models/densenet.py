@@ -117,7 +117,7 @@ class BuildOptions:
 OPTION_NAMES = tuple(field.name for field in dataclasses.fields(BuildOptions))
 
 
-def _input_shape_of(input_tensor) -> Optional[tuple]:
+def input_shape_of(input_tensor) -> Optional[tuple]:
     shape = getattr(input_tensor, "shape", None)
     if shape is None or len(shape) != 4:
         raise ValueError(
@@ -133,7 +133,7 @@ def _rebuild_as_saved(arch: ArchConfig, variant: Optional[Variant], opts: BuildO
     copies the (identical) weight list into the requested kind."""
     input_shape = opts.input_shape
     if opts.input_tensor is not None and input_shape is None:
-        input_shape = _input_shape_of(opts.input_tensor)
+        input_shape = input_shape_of(opts.input_tensor)
     donor = _build(arch, variant, opts.replace(
         input_tensor=None, input_shape=input_shape, memory_efficient=saved_memory_efficient))
     # The epsilon the weights were trained with (1e-5 for torch sources).
@@ -143,7 +143,7 @@ def _rebuild_as_saved(arch: ArchConfig, variant: Optional[Variant], opts: BuildO
     return model
 
 
-def _image_input(opts: BuildOptions, input_shape: tuple):
+def image_input(opts: BuildOptions, input_shape: tuple):
     """The model's image input: a new `Input`, or the given `input_tensor`."""
     input_tensor = opts.input_tensor
     if input_tensor is None:
@@ -193,7 +193,7 @@ def _build(arch: ArchConfig, variant: Optional[Variant], opts: BuildOptions) -> 
         bn_epsilon = weights_lib.bn_epsilon_for(opts.weights, spec)
     input_shape = opts.input_shape
     if opts.input_tensor is not None and input_shape is None:
-        input_shape = _input_shape_of(opts.input_tensor)
+        input_shape = input_shape_of(opts.input_tensor)
     # keras' own checks: static shape with the top, 3 channels for pretrained
     # weights, minimum size; its messages name `input_shape`.
     input_shape = internals.obtain_input_shape(
@@ -206,7 +206,7 @@ def _build(arch: ArchConfig, variant: Optional[Variant], opts: BuildOptions) -> 
     )
     # Every weight drawn in one NumPy pass (JAX compiles each initializer per shape).
     with initialization.fast_variables():
-        img_input = _image_input(opts, input_shape)
+        img_input = image_input(opts, input_shape)
         outputs = _graph(img_input, arch, opts, bn_epsilon)
         if opts.input_tensor is not None:
             inputs = keras.utils.get_source_inputs(opts.input_tensor)
@@ -348,10 +348,18 @@ _NAMED_ARGS = """
     """
 
 
-def _named(function):
-    """Appends the shared argument documentation to a named builder."""
-    function.__doc__ = function.__doc__.rstrip() + "\n" + _NAMED_ARGS
-    return function
+def appending_doc(text: str):
+    """A decorator that appends `text` (the argument documentation the named
+    builders share) to a builder's docstring."""
+
+    def decorate(function):
+        function.__doc__ = function.__doc__.rstrip() + "\n" + text
+        return function
+
+    return decorate
+
+
+_named = appending_doc(_NAMED_ARGS)
 
 
 def _build_variant(variant_name: str, arguments: dict) -> keras.Model:

@@ -197,13 +197,13 @@ def _build(arch: FCArchConfig, opts: BuildOptions) -> keras.Model:
     """The one builder behind `FCDenseNet` and the named ones."""
     input_shape = opts.input_shape
     if opts.input_tensor is not None and input_shape is None:
-        input_shape = densenet._input_shape_of(opts.input_tensor)
+        input_shape = densenet.input_shape_of(opts.input_tensor)
     input_shape = _check_input_shape(input_shape, arch.min_input_size, opts.data_format)
     layout = densenet.compute_data_format(opts.data_format)
     layer_opts = blocks.LayerOptions(layout)
     # Every weight drawn in one NumPy pass (JAX compiles each initializer per shape).
     with initialization.fast_variables():
-        img_input = densenet._image_input(opts, input_shape)
+        img_input = densenet.image_input(opts, input_shape)
         x = img_input
         if layout != opts.data_format:  # NCHW in, NHWC inside: see compute_data_format
             x = layers.Permute((2, 3, 1), name=densenet.TO_CHANNELS_LAST)(x)
@@ -311,10 +311,7 @@ _NAMED_ARGS = """
     """
 
 
-def _named(function):
-    """Appends the shared argument documentation to a named builder."""
-    function.__doc__ = function.__doc__.rstrip() + "\n" + _NAMED_ARGS
-    return function
+_named = densenet.appending_doc(_NAMED_ARGS)
 
 
 def _build_variant(variant_name: str, arguments: dict) -> keras.Model:

@@ -21,9 +21,9 @@ from typing import Optional, Sequence
 
 # Keras-free modules only: keras (hence its backend) is imported by the
 # subcommands, after the arguments are checked and the backend is chosen.
-from keras_densenet.core import backends, extras, registry
+from keras_densenet.core import backends, checks, extras, registry
 from keras_densenet.tools import bench
-from keras_densenet.training import compile_cache, config, deploy
+from keras_densenet.training import cluster, compile_cache, config, deploy
 from keras_densenet.training import export as export_lib
 from keras_densenet.training.data import MIN_IMAGE_SIZE, DataWarning
 
@@ -55,6 +55,13 @@ Keras has no engine for it, so one device). --batch-size is then per device:
 the global batch is batch-size x devices, and the learning rate is scaled by
 --lr-scaling (sqrt by default, for AdamW). BatchNormalization: jax normalizes
 over the global batch; tensorflow per replica unless --sync-bn.
+
+several processes (jax): start the same command in every process with Keras'
+variables KERAS_DISTRIBUTION_JOB_ADDRESSES (process 0's host:port),
+KERAS_DISTRIBUTION_NUM_PROCESSES and KERAS_DISTRIBUTION_PROCESS_ID set; each
+process reads its own share of the data, process 0 writes the outputs, and
+every process keeps its backup in backup/process-N. A lost process stops the
+others (exit 1); run the same commands again to resume.
 """
 
 
@@ -112,6 +119,12 @@ def _add_train(sub) -> None:
     p.add_argument("--lr-scaling", choices=config.LR_SCALING, default=_TRAIN["lr_scaling"],
                    help="with --distribute: learning rate x sqrt(devices) (default, AdamW), "
                    "x devices (linear, SGD) or unchanged")
+    p.add_argument("--cpu-devices", type=int, metavar="N",
+                   help="with --distribute on jax: split this process's CPU into N devices "
+                        "(to try data parallelism without accelerators)")
+    p.add_argument("--connect-timeout", type=float, default=cluster.DEFAULT_CONNECT_TIMEOUT_S, metavar="S",
+                   help="several processes: give up (exit 2) if the job has not formed within S seconds "
+                        "(default %(default)s)")
     p.set_defaults(func=_run_train, check=_check_train)
 
 
@@ -124,7 +137,55 @@ def _train_config(args):
 
 def _check_train(args) -> None:
     extras.require("train", "keras-densenet train")
-    _train_config(args)
+    train_config = _train_config(args)
+    job = cluster.job_from_environment()
+    if job is not None and not train_config.distribute:
+        raise ValueError(
+            f"{cluster.NUM_PROCESSES}={job.num_processes} is set: add --distribute to train as "
+            f"{job.describe()}, or unset the KERAS_DISTRIBUTION_* variables to train alone"
+        )
+    if args.cpu_devices is not None:
+        checks.integer("--cpu-devices", args.cpu_devices)
+        if not train_config.distribute:
+            raise ValueError("--cpu-devices applies with --distribute only")
+    checks.positive("--connect-timeout", args.connect_timeout)
+
+
+def _start_engine(args, train_config):
+    """The data-parallel plan of `--distribute` (``None`` without it), after
+    joining the multi-process job that Keras' variables describe, if any:
+    before anything uses a device."""
+    if not train_config.distribute:
+        return None
+    from keras_densenet.training import distribute
+
+    job = cluster.job_from_environment()
+    if args.cpu_devices is not None and os.environ["KERAS_BACKEND"] != "jax":
+        raise ValueError(f"--cpu-devices applies to the jax backend only, not {os.environ['KERAS_BACKEND']}")
+    if job is not None:
+        distribute.initialize_job(job, args.connect_timeout, args.cpu_devices)
+    else:
+        distribute.set_cpu_devices(args.cpu_devices)
+    plan = distribute.data_parallel(sync_bn=train_config.sync_bn)
+    print(plan.describe(train_config.batch_size, train_config.lr, train_config.lr_scaling), flush=True)
+    return plan
+
+
+def _train_or_stop(train_config, plan):
+    """`train`; a process that lost another process of its job stops at once
+    with one line (JAX's exit handler would wait for the lost process)."""
+    from keras_densenet.training import distribute
+    from keras_densenet.training.train import train
+
+    try:
+        return train(train_config, distribution=plan)
+    except Exception as e:  # noqa: BLE001 -- JAX raises its runtime errors as several types
+        message = distribute.lost_process_message(e, plan)
+        if message is None:
+            raise
+        print(flush=True)  # end the progress bar's line
+        print(f"keras-densenet train: error: {message}", file=sys.stderr, flush=True)
+        os._exit(1)
 
 
 def _run_train(args) -> int:
@@ -134,17 +195,11 @@ def _run_train(args) -> int:
     started = time.perf_counter()
     # keras, its backend and the package's modules: on a short run, a
     # large part of the time.
-    from keras_densenet.training.train import format_timings, train
+    from keras_densenet.training.train import format_timings
 
     imported = time.perf_counter()
     train_config = _train_config(args)
-    # Data parallelism (keras_densenet.training.distribute):
-    plan = None
-    if train_config.distribute:
-        from keras_densenet.training import distribute
-
-        plan = distribute.data_parallel(sync_bn=train_config.sync_bn)
-        print(plan.describe(train_config.batch_size, train_config.lr, train_config.lr_scaling))
+    plan = _start_engine(args, train_config)  # data parallelism (training.distribute)
     default_show = warnings.showwarning
 
     def show(message, category, filename, lineno, file=None, line=None):
@@ -158,11 +213,14 @@ def _run_train(args) -> int:
     with warnings.catch_warnings():
         warnings.simplefilter("always", DataWarning)
         warnings.showwarning = show
-        result = train(train_config, distribution=plan)
+        result = _train_or_stop(train_config, plan)
     finished = time.perf_counter()
     # Corrupt files were reported once, by the warning, as they were found.
     print(f"best validation accuracy: {result.best_val_accuracy:.4f}")
-    print(f"saved: {', '.join(result.files())}")
+    if result.process_id == 0:
+        print(f"saved: {', '.join(result.files())}")
+    else:
+        print(f"process {result.process_id} of {result.num_processes}: done (process 0 wrote the outputs)")
     timings = dict(result.timings, imports=imported - started, total=finished - started)
     # What ran here between the imports and `train` (the distribution plan,
     # the compile cache) is setup too: the phases still add up to the total.

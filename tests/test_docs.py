@@ -7,7 +7,7 @@ import importlib
 import pytest
 
 QUICK_MODULES = ["core.backends", "core.checks", "core.extras", "core.files", "core.internals", "core.registry",
-                 "weights.checkpoints", "training.config", "training.canvases", "training.runtimes", "training.export",
+                 "weights.checkpoints", "training.config", "training.cluster", "training.canvases", "training.runtimes", "training.export",
                  "layers.losses"]
 
 

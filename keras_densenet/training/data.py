@@ -30,6 +30,7 @@ from typing import Optional
 import numpy as np
 
 from keras_densenet.core import checks, extras
+from keras_densenet.training import cluster
 
 #: Smallest input side the trainer accepts: the digits' own 8x8 scans. A
 #: model may need more (its total stride, e.g. 32 for DenseNet-121; see
@@ -418,6 +419,7 @@ def image_folder_datasets(
     validation_split: float = 0.2,
     seed: int = 0,
     channels: int = 3,
+    shard: Optional[tuple] = None,
 ):
     """Train/validation `tf.data` pipelines for an image folder.
 
@@ -432,6 +434,9 @@ def image_folder_datasets(
         validation_split: fraction held out for validation.
         seed: seed of the split and the shuffling.
         channels: 1 (grayscale) or 3 (RGB).
+        shard: ``(num_processes, process_id, multiple)`` in a multi-process
+            job: each split yields only this process's share (see
+            `process_share`), in batches of `batch_size`.
 
     Returns:
         ``(train_ds, val_ds, class_names, num_corrupt)``.
@@ -447,9 +452,44 @@ def image_folder_datasets(
     # fail when the pipeline decodes it: read a tree without them.
     source = _staged_copy(scan) if scan.corrupt else os.fspath(data)
     train_ds, val_ds = _split_datasets(source, scan, image_size, batch_size, validation_split, seed, channels)
+    if shard is not None:
+        train_ds = process_share(train_ds, len(train_ds.file_paths), batch_size, *shard)
+        val_ds = process_share(val_ds, len(val_ds.file_paths), batch_size, *shard)
     return (
         _augment(train_ds, seed, tf).prefetch(tf.data.AUTOTUNE),
         val_ds.prefetch(tf.data.AUTOTUNE),
         scan.class_names,
         len(scan.corrupt),
     )
+
+
+def process_share(dataset, count: int, batch_size: int, num_processes: int, process_id: int, multiple: int = 1):
+    """This process's share of a batched `tf.data` split of `count` images.
+
+    ``shard(num_processes, process_id)`` deals the images out round-robin,
+    in the order of the epoch (`image_dataset_from_directory` shuffles the
+    same way in every process, given the seed), so the shares are disjoint
+    and together hold the epoch's images. Each share is cut to the same
+    size, a multiple of `multiple` (`cluster.share_size`): every process
+    then runs the same steps, and each batch splits over its devices.
+
+    Args:
+        dataset: a batched split.
+        count: its images.
+        batch_size: this process's batch.
+        num_processes, process_id: the job and this process.
+        multiple: this process's device count.
+
+    Returns:
+        The share, batched by `batch_size`.
+
+    Raises:
+        ValueError: fewer images than devices.
+    """
+    size = cluster.share_size(count, num_processes, multiple)
+    if size == 0:
+        raise ValueError(
+            f"a split of {count} images cannot give each of {num_processes * multiple} devices one image: "
+            "use more data or fewer devices"
+        )
+    return dataset.unbatch().shard(num_processes, process_id).take(size).batch(batch_size)

@@ -51,6 +51,7 @@ import keras
 from keras_densenet.core import extras
 from keras_densenet.core.files import atomic_path, atomic_write
 from keras_densenet.models import densenet
+from keras_densenet.training import cluster
 from keras_densenet.training import data as data_lib
 from keras_densenet.training import distribute as distribute_lib
 
@@ -99,6 +100,8 @@ class TrainResult:
             `format_timings` writes them as one line.
         epochs_run: epochs this call trained (fewer than ``len(history)``
             after a resume).
+        num_processes, process_id: the job and this process; only process
+            0 writes `files` (the others' history is this call's epochs).
     """
 
     output: str
@@ -113,6 +116,8 @@ class TrainResult:
     num_devices: int = 1
     timings: dict = dataclasses.field(default_factory=dict)
     epochs_run: int = 0
+    num_processes: int = 1
+    process_id: int = 0
 
     def files(self) -> list:
         return [self.model_path, self.log_path, self.plot_path, self.class_names_path]
@@ -275,13 +280,38 @@ class AtomicModelCheckpoint(keras.callbacks.ModelCheckpoint):
         self.final_path = self.filepath
 
     def on_epoch_end(self, epoch, logs=None):
-        # Keras writes `self.filepath` only when the monitored value improved.
-        with atomic_path(self.final_path) as tmp:
+        # Keras writes `self.filepath` only when the monitored value improved;
+        # in a multi-process job only process 0 has this callback.
+        with atomic_path(self.final_path) as tmp, distribute_lib.local_section():
             self.filepath = tmp
             try:
                 super().on_epoch_end(epoch, logs)
             finally:
                 self.filepath = self.final_path
+
+
+class LocalBackupAndRestore(keras.callbacks.BackupAndRestore):
+    """`BackupAndRestore` whose saves run in `distribute.local_section`.
+
+    Each process of a job keeps its own backup (on its own disk, in a
+    multi-host job); restoring stays under the distribution, which every
+    process joins at the start of `fit`.
+    """
+
+    def on_epoch_end(self, epoch, logs=None):
+        with distribute_lib.local_section():
+            super().on_epoch_end(epoch, logs)
+
+
+class EpochRows(keras.callbacks.Callback):
+    """The epochs' logs as ``log.csv`` rows, for processes that keep no log."""
+
+    def __init__(self):
+        super().__init__()
+        self.rows = []
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.rows.append({"epoch": epoch, **{k: float(v) for k, v in (logs or {}).items()}})
 
 
 def read_log(path: str) -> list:
@@ -412,23 +442,41 @@ def cosine_schedule(lr: float, start: int, stop: int):
     return schedule
 
 
-def _load_data(config: TrainConfig, channels: int, multiple: int = 1):
-    # `multiple`: data parallelism on JAX splits every batch in equal slices,
-    # so batch sizes must be multiples of the device count.
+def _digits_share(x, y, plan, split_seed: int) -> tuple:
+    """This process's share of one digits split (all of it in a one-process
+    job), cut to a multiple of the devices that share each batch."""
+    if plan is None or plan.num_processes == 1:
+        return distribute_lib.trim_to_multiple(plan.batch_multiple if plan is not None else 1, x, y)
+    idx = cluster.shard_indices(len(x), plan.num_processes, plan.process_id, split_seed, plan.local_devices)
+    return x[idx], y[idx]
+
+
+def _load_data(config: TrainConfig, channels: int, plan=None):
+    """``(train_data, val_data, class_names, num_corrupt)`` for this process.
+
+    With a plan, every batch splits evenly over the devices (JAX shards a
+    batch in equal slices); in a multi-process job each process gets its
+    own share of each split, and `config.batch_size` is already this
+    process's batch."""
+    multiple = plan.batch_multiple if plan is not None else 1
     if config.data is None:
         ds = data_lib.load_digits_dataset(
             config.image_size, channels, config.validation_split, config.seed, config.limit
         )
-        x_train, y_train = distribute_lib.trim_to_multiple(multiple, ds.x_train, ds.y_train)
-        x_val, y_val = distribute_lib.trim_to_multiple(multiple, ds.x_val, ds.y_val)
+        x_train, y_train = _digits_share(ds.x_train, ds.y_train, plan, config.seed)
+        x_val, y_val = _digits_share(ds.x_val, ds.y_val, plan, config.seed + 1)
         train_data = data_lib.augmented_batches(
             x_train, y_train, config.batch_size, max_shift=config.image_size // 16,
-            seed=config.seed,
+            # each process shifts its own images differently
+            seed=config.seed + (plan.process_id if plan is not None else 0),
         )
         return train_data, (x_val, y_val), ds.class_names, 0
+    shard = None
+    if plan is not None and plan.num_processes > 1:
+        shard = (plan.num_processes, plan.process_id, multiple)
     train_ds, val_ds, class_names, num_corrupt = data_lib.image_folder_datasets(
         config.data, config.image_size, config.batch_size, config.validation_split,
-        config.seed, channels,
+        config.seed, channels, shard=shard,
     )
     return (
         distribute_lib.shardable_batches(train_ds, multiple),
@@ -480,9 +528,14 @@ class ResumeState:
     best_so_far: Optional[float]
 
 
-def resume_state(output: str, log_path: str) -> ResumeState:
-    """Reads what an interrupted run in `output` left to continue from."""
+def resume_state(output: str, log_path: str, process_id=None) -> ResumeState:
+    """Reads what an interrupted run in `output` left to continue from.
+
+    `process_id`: in a multi-process job every process keeps its own backup
+    in ``backup/process-N``."""
     backup_dir = os.path.join(output, BACKUP_DIR)
+    if process_id is not None:
+        backup_dir = os.path.join(backup_dir, f"process-{process_id}")
     resuming = os.path.isdir(backup_dir)
     previous = read_log(log_path) if resuming else []
     best_so_far = max((row.get("val_accuracy", -1.0) for row in previous), default=None)
@@ -543,17 +596,22 @@ def _fit_phases(config: TrainConfig, backup_dir: str) -> list:
 
 def _phase_callbacks(plan, phase: _FitPhase, backup_dir: str, log_path: str, append_log: bool,
                      checkpoint, extra: Sequence) -> list:
-    """The callbacks of one phase's `fit`: engine, backup, schedule, log,
-    checkpoint, then the caller's."""
+    """The callbacks of one phase's `fit`: engine, backup, schedule, then
+    (process 0 only: `checkpoint` is ``None`` elsewhere) log and checkpoint,
+    then the caller's."""
     # One backup per phase: the saved optimizer state matches the
     # trainable weights of the phase that wrote it.
-    backup = keras.callbacks.BackupAndRestore(os.path.join(backup_dir, phase.name), delete_checkpoint=False)
+    backup = LocalBackupAndRestore(
+        os.path.join(backup_dir, phase.name), delete_checkpoint=False,
+        # the epoch before too: a job's processes may have to fall back to it
+        double_checkpoint=plan is not None and plan.num_processes > 1,
+    )
+    writes = [] if checkpoint is None else [keras.callbacks.CSVLogger(log_path, append=append_log), checkpoint]
     return [
         *(plan.callbacks() if plan is not None else []),  # before the checkpoint
         backup,
         keras.callbacks.LearningRateScheduler(cosine_schedule(phase.lr, phase.start, phase.stop)),
-        keras.callbacks.CSVLogger(log_path, append=append_log),
-        checkpoint,
+        *writes,
         *extra,
     ]
 
@@ -577,7 +635,7 @@ def _fit_phase(model, backbone, config: TrainConfig, plan, phase: _FitPhase, dat
         validation_batch_size=(
             data_lib.even_batch_size(len(val_data[0]), config.batch_size)
             if isinstance(val_data, tuple) and plan is None else None
-        ),
+        ),  # with a plan: `batch_size`, a multiple of the local devices
         # tf.data folders are shuffled by image_dataset_from_directory,
         # the digits batches by augmented_batches.
         shuffle=False,
@@ -592,14 +650,16 @@ def _fit(model, backbone, config: TrainConfig, plan, data: tuple, paths: dict,
          resume: ResumeState, callbacks: Sequence, watch: Stopwatch) -> int:
     """Runs every `_FitPhase`, charging its compilation (`CompileTimer`) and
     the rest of its `fit` to `watch`; returns the epochs trained."""
-    checkpoint = AtomicModelCheckpoint(
-        paths[MODEL_FILE],
-        monitor="val_accuracy",
-        mode="max",
-        save_best_only=True,
-        # After a resume, only a model better than the saved one replaces it.
-        initial_value_threshold=resume.best_so_far,
-    )
+    checkpoint = None
+    if plan is None or plan.is_writer:
+        checkpoint = AtomicModelCheckpoint(
+            paths[MODEL_FILE],
+            monitor="val_accuracy",
+            mode="max",
+            save_best_only=True,
+            # After a resume, only a model better than the saved one replaces it.
+            initial_value_threshold=resume.best_so_far,
+        )
     epochs_run = 0
     for i, phase in enumerate(_fit_phases(config, resume.backup_dir)):
         timer = CompileTimer()
@@ -613,11 +673,85 @@ def _fit(model, backbone, config: TrainConfig, plan, data: tuple, paths: dict,
     return epochs_run
 
 
+#: BackupAndRestore's files, and the copies of the epoch before
+#: (``double_checkpoint=True``) that `agree_on_backups` can fall back to.
+_BACKUP_FILES = ("latest.weights.h5", "training_metadata.json")
+_PREVIOUS = ".bkp"
+
+
+def _backup_epoch(phase_dir: str, suffix: str = "") -> int:
+    """The epoch a phase's backup resumes from (0: no backup)."""
+    path = os.path.join(phase_dir, "training_metadata.json" + suffix)
+    if not os.path.exists(path):
+        return 0
+    with open(path) as f:
+        return int(json.load(f)["epoch"])
+
+
+def _truncate_log(log_path: str, epochs: int) -> None:
+    """Keeps the first `epochs` rows of ``log.csv`` (atomically)."""
+    with open(log_path, newline="") as f:
+        rows = list(csv.reader(f))
+
+    def write(tmp):
+        with open(tmp, "w", newline="") as f:
+            csv.writer(f).writerows(rows[: epochs + 1])  # the header, then one row per epoch
+
+    atomic_write(log_path, write)
+
+
+def agree_on_backups(plan, config: TrainConfig, output: str, resume: ResumeState, log_path: str) -> ResumeState:
+    """Makes every process of a job resume from the same epoch.
+
+    A process lost between two epochs' backups leaves the others one epoch
+    ahead; those fall back to their backup of the epoch before (kept by
+    ``double_checkpoint``), and process 0 drops that epoch's row from
+    ``log.csv``. A collective: every process calls it before `fit`.
+
+    Returns:
+        The `ResumeState` to continue from (`resume` if nothing changed).
+
+    Raises:
+        ValueError: the backups differ by more than one epoch, or in phase.
+    """
+    phase = _fit_phases(config, resume.backup_dir)[0]
+    phase_dir = os.path.join(resume.backup_dir, phase.name)
+    here = _backup_epoch(phase_dir)  # epochs completed, counted from the run's start
+    phases = distribute_lib.gather_from_processes(len(_fit_phases(config, resume.backup_dir)), plan)
+    epochs = distribute_lib.gather_from_processes(here, plan)
+    if len(set(phases)) == 1 and len(set(epochs)) == 1:
+        return resume
+    if len(set(phases)) > 1 or max(epochs) - min(epochs) > 1:
+        found = ", ".join(f"process {p}: {e} epochs" for p, e in enumerate(epochs))
+        raise ValueError(
+            f"the processes' backups do not agree ({found}, phases {phases}); remove "
+            f"{BACKUP_DIR}/ in every process's output directory to start over"
+        )
+    target = min(epochs)
+    if here > target:  # one epoch ahead: back to the epoch before
+        if _backup_epoch(phase_dir, _PREVIOUS) != target:
+            raise ValueError(f"backup {phase_dir!r} has no copy of epoch {target} to fall back to")
+        for name in _BACKUP_FILES:
+            os.replace(os.path.join(phase_dir, name + _PREVIOUS), os.path.join(phase_dir, name))
+    if plan.is_writer and os.path.exists(log_path):
+        _truncate_log(log_path, target)
+    return resume_state(output, log_path, plan.process_id)
+
+
+def _remove_backup(backup_dir: str) -> None:
+    """Removes this process's backup, and ``backup/`` once no process has one left."""
+    shutil.rmtree(backup_dir, ignore_errors=True)
+    parent = os.path.dirname(backup_dir)
+    if os.path.basename(parent) == BACKUP_DIR:  # backup/process-N
+        with contextlib.suppress(OSError):  # another process's backup is still there
+            os.rmdir(parent)
+
+
 def _write_final_files(paths: dict, backup_dir: str) -> list:
     """Drops the backup, plots the log; returns the log's rows."""
     # Every epoch is in the log and the best model is saved: the backup has
     # served its purpose.
-    shutil.rmtree(backup_dir, ignore_errors=True)
+    _remove_backup(backup_dir)
     history = read_log(paths[LOG_FILE])
     plot_learning_curve(history, paths[PLOT_FILE])
     return history
@@ -665,24 +799,37 @@ def train(
     watch = Stopwatch()
     validate(config)
     config, plan = _distribution_plan(config, distribution)
+    multi = plan is not None and plan.num_processes > 1
+    writer = plan is None or plan.is_writer
+    if multi:  # from here on, this process's share of each global batch
+        config = dataclasses.replace(config, batch_size=config.batch_size // plan.num_processes)
+        if not writer:  # process 0 reports for the job
+            config = dataclasses.replace(config, verbose=0)
     output = prepare_output_dir(config.output)
     paths = {name: os.path.join(output, name) for name in (MODEL_FILE, LOG_FILE, PLOT_FILE, CLASS_NAMES_FILE)}
     watch.lap("setup")
     # Pretrained ImageNet backbones want RGB; digits are gray otherwise.
     channels = 3 if (config.weights is not None or config.data is not None) else 1
-    train_data, val_data, class_names, num_corrupt = _load_data(
-        config, channels, plan.batch_multiple if plan is not None else 1
-    )
+    train_data, val_data, class_names, num_corrupt = _load_data(config, channels, plan)
     watch.lap("data")
-    write_class_names(paths[CLASS_NAMES_FILE], class_names)
+    if writer:
+        write_class_names(paths[CLASS_NAMES_FILE], class_names)
     watch.lap("writing")
-    resume = resume_state(output, paths[LOG_FILE])
+    resume = resume_state(output, paths[LOG_FILE], plan.process_id if multi else None)
+    if multi:
+        resume = agree_on_backups(plan, config, output, resume, paths[LOG_FILE])
+    rows = EpochRows()
     watch.lap("setup")
     with _training_scope(config, plan):
         model, backbone = _build_model(config, plan, len(class_names), channels, resume)
         watch.lap("model")
-        epochs_run = _fit(model, backbone, config, plan, (train_data, val_data), paths, resume, callbacks, watch)
-    history = _write_final_files(paths, resume.backup_dir)
+        epochs_run = _fit(model, backbone, config, plan, (train_data, val_data), paths, resume,
+                          [*callbacks, rows], watch)
+    if writer:
+        history = _write_final_files(paths, resume.backup_dir)
+    else:
+        _remove_backup(resume.backup_dir)
+        history = rows.rows
     watch.lap("writing")
     return TrainResult(
         output=output,
@@ -697,4 +844,6 @@ def train(
         num_devices=plan.num_devices if plan is not None else 1,
         timings=watch.timings(),
         epochs_run=epochs_run,
+        num_processes=plan.num_processes if plan is not None else 1,
+        process_id=plan.process_id if plan is not None else 0,
     )

@@ -288,6 +288,13 @@ def test_cli_job_one_writer_a_lost_process_stops_the_other_and_the_relaunch_resu
                                                      "model.keras"]
     assert os.listdir(tmp_path / "out1") == []
     assert float(_log_rows(tmp_path / "out0")[-1]["val_accuracy"]) > 0.5  # it learned
+    # Validation is global: process 1's best of this run is that of process 0's log rows.
+    resumed_at = int(resumed[0].split()[3]) - 1
+    rows = _log_rows(tmp_path / "out0")[resumed_at:]
+    best_1 = [line for line in (tmp_path / "second1.log").read_text().splitlines()
+              if line.startswith("best validation accuracy")]
+    assert best_1 == [f"best validation accuracy: {max(float(r['val_accuracy']) for r in rows):.4f}"]
+    assert "process 1 of 2: done (process 0 wrote the outputs)" in (tmp_path / "second1.log").read_text()
 
 
 # --- JAX: a job that cannot form fails fast ---------------------------------

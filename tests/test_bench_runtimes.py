@@ -13,16 +13,23 @@ import pytest
 from keras_densenet import cli
 from keras_densenet.core import extras
 from keras_densenet.tools import bench, runtime_bench
-from tests.helpers import BACKEND
+from tests.helpers import BACKEND, one_backend
 
 #: The smallest registered variant (0.8M parameters); its CIFAR stem is
 #: also native PyTorch's swapped stem. 8x8 is what its three blocks take.
 VARIANT = "densenet_bc_100_k12"
 SIZE, BATCH = 8, 2
-#: Cheap candidates: the ONNX and OpenVINO exports, native PyTorch, and this
-#: backend's Keras model except on JAX, where XLA compiling it took this test
-#: over a minute (LiteRT int8 calibration and torch.export are slow too).
-CANDIDATES = (() if BACKEND == "jax" else ("keras_" + BACKEND,)) + ("openvino", "onnx", "native_torch")
+#: Every candidate runs in a child process of its own (the model is built
+#: and the artifacts written by `runtime_bench.build_backend()`, whatever
+#: the suite's backend): the real run is the same in every suite, so one
+#: suite runs it, with the Keras rows of TensorFlow and torch.
+RUNS_IN = one_backend("torch", "tensorflow", "jax")
+#: The Keras rows: TensorFlow's and torch's (not JAX's: XLA compiling the
+#: model took this test over a minute).
+KERAS_BACKENDS = ("tensorflow", "torch")
+#: Cheap candidates: the Keras models, the ONNX and OpenVINO exports and
+#: native PyTorch (LiteRT int8 calibration and torch.export are slow).
+CANDIDATES = tuple("keras_" + b for b in KERAS_BACKENDS) + ("openvino", "onnx", "native_torch")
 ROW_KEYS = {"runtime", "version", "rounds", "images_per_s", "min", "max", "ratio", "load_s", "path", "bytes",
             "written_by"}
 
@@ -41,8 +48,10 @@ def _table_rows(text: str) -> dict:
 def runtimes_run(tmp_path_factory):
     if not extras.installed("torch"):
         pytest.skip("native PyTorch, the ratios' reference, needs torch")
+    if BACKEND != RUNS_IN:
+        pytest.skip(f"every candidate runs in a child process, the same from any suite: the {RUNS_IN} suite runs it")
     path = tmp_path_factory.mktemp("bench") / "runtimes.json"
-    argv = ["bench", "--measure", "runtimes", "--backends", BACKEND, "--runtimes-variant", VARIANT,
+    argv = ["bench", "--measure", "runtimes", "--backends", ",".join(KERAS_BACKENDS), "--runtimes-variant", VARIANT,
             "--runtimes-size", str(SIZE), "--runtimes-batch", str(BATCH), "--rounds", "1", "--iters", "1",
             "--runtimes-candidates", ",".join(CANDIDATES), "--json", str(path)]
     return argv, path

@@ -14,9 +14,14 @@ import keras_densenet
 from keras_densenet import cli
 from keras_densenet.core import registry
 from keras_densenet.training.train import TrainConfig, build_classifier
-from tests.helpers import TINY_TRAIN, cli_args
+from tests.helpers import BACKEND, TINY_TRAIN, cli_args, one_backend
 
 TINY_ARGS = cli_args(**TINY_TRAIN, epochs=1)
+#: The suite of the checks whose child process drops $KERAS_BACKEND (as a
+#: user's shell has none) or names its own: they run the same in every suite.
+CHILD_SUITE = one_backend("torch", "tensorflow", "jax")
+child_suite_only = pytest.mark.skipif(
+    BACKEND != CHILD_SUITE, reason=f"the child process ignores this suite's backend: runs in the {CHILD_SUITE} suite")
 
 
 def run(capsys, *argv):
@@ -43,6 +48,12 @@ def png(tmp_path):
     return path
 
 
+#: `table` builds every model shapes-only: the listing is the same on every
+#: backend (its counts are checked on each in tests/test_analysis.py).
+TABLE_SUITE = one_backend("jax", "torch", "tensorflow")
+
+
+@pytest.mark.skipif(BACKEND != TABLE_SUITE, reason=f"the same listing on every backend: the {TABLE_SUITE} suite")
 def test_table_lists_every_variant(capsys):
     code, out, _ = run(capsys, "table")
     assert code == 0
@@ -80,6 +91,8 @@ def run_cli(*argv, hide=(), keras_json=None, home=None, env=None):
 @pytest.mark.parametrize("position", ["before", "after"])
 def test_backend_option_takes_effect(position, tmp_path):
     other = "jax" if keras.backend.backend() != "jax" else "tensorflow"
+    if other == "jax" and BACKEND != one_backend("tensorflow", "torch"):  # the same child in both suites
+        pytest.skip("the child runs --backend jax without $KERAS_BACKEND: as in the tensorflow suite")
     pytest.importorskip(other)
     argv = ["--backend", other, *TABLE] if position == "before" else [*TABLE, "--backend", other]
     proc = run_cli(*argv, home=tmp_path)
@@ -88,6 +101,7 @@ def test_backend_option_takes_effect(position, tmp_path):
     assert "using the" not in proc.stderr  # chosen, so nothing to announce
 
 
+@child_suite_only
 @pytest.mark.parametrize("keras_json", [None, "tensorflow"])
 def test_cli_picks_an_installed_backend_without_tensorflow(keras_json, tmp_path):
     """README command 1 installs only JAX; keras then writes "tensorflow" into
@@ -170,7 +184,9 @@ def test_train_on_image_folder_skips_corrupt_files(capsys, image_folder, tmp_pat
     pytest.importorskip("tensorflow", reason="--data uses tf.data pipelines")
     (image_folder / "dark" / "bad.jpg").write_bytes(b"garbage")
     out_dir = tmp_path / "out"
-    code, out, err = run(capsys, "train", "--data", str(image_folder), "--output", str(out_dir), *TINY_ARGS)
+    # The 10 training images in one batch: one training step to compile, not two.
+    one_batch = cli_args(**dict(TINY_TRAIN, batch_size=16), epochs=1)
+    code, out, err = run(capsys, "train", "--data", str(image_folder), "--output", str(out_dir), *one_batch)
     assert code == 0, err
     # Reported once, as a warning naming the file.
     assert (out + err).count("corrupt") == 1 and "skipped 1 corrupt" in err and "bad.jpg" in err
@@ -189,6 +205,14 @@ def test_predict_with_saved_model_uses_class_names(capsys, saved_model, png):
     assert len(scores) == 4 and all(s[1] in ("cat", "dog", "emu") for s in scores)
 
 
+#: `predict --arch` of a full-size ImageNet variant: its resizing and name
+#: decoding are the CLI's own; the builder and the weights file it loads are
+#: checked on every backend in tests/test_models.py and test_weights.py.
+IMAGENET_PREDICT_SUITE = one_backend("torch", "tensorflow", "jax")
+
+
+@pytest.mark.skipif(BACKEND != IMAGENET_PREDICT_SUITE, reason="the CLI's resizing and ImageNet names do not depend "
+                    f"on the backend: runs in the {IMAGENET_PREDICT_SUITE} suite")
 def test_predict_imagenet_arch_decodes_names(capsys, png, tmp_path, monkeypatch):
     from keras.src.applications import imagenet_utils
 
@@ -316,6 +340,8 @@ def test_enable_onednn_unless_the_user_chose(monkeypatch, avx512, noted):
 @pytest.mark.parametrize("preset", [None])  # a user's setting: test_enable_onednn_unless_the_user_chose
 def test_cli_turns_onednn_on_for_tensorflow_only_when_unset(preset, tmp_path):
     pytest.importorskip("tensorflow")
+    if BACKEND != "tensorflow":
+        pytest.skip("the child runs --backend tensorflow without $KERAS_BACKEND, as in the tensorflow suite")
     code = ("import os, sys; from keras_densenet.cli import main; rc = main(sys.argv[1:]);"
             "print('onednn=' + os.environ.get('TF_ENABLE_ONEDNN_OPTS', 'unset')); sys.exit(rc)")
     env = {k: v for k, v in os.environ.items() if k not in ("KERAS_BACKEND", "TF_ENABLE_ONEDNN_OPTS")}

@@ -10,7 +10,7 @@ import pytest
 import keras_densenet as kd
 from keras_densenet.layers import fused
 from keras_densenet.training.distribute import batch_norm_layers
-from tests.helpers import BACKEND, assert_same_training_step, images
+from tests.helpers import BACKEND, assert_same_training_step, images, run
 from tests.helpers import TINY_CIFAR as TINY
 
 
@@ -32,8 +32,7 @@ def test_same_outputs_gradients_and_moving_statistics(memory_efficient, data_for
     if not memory_efficient:
         assert all(type(l) is fused.BatchNormalization for l in batch_norm_layers(model))
     x = images(4, 8, data_format=data_format) / 255.0
-    to_np = keras.ops.convert_to_numpy
-    np.testing.assert_allclose(to_np(model(x, training=False)), to_np(reference(x, training=False)), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(run(model, x), run(reference, x), rtol=1e-5, atol=1e-6)
     y = keras.ops.one_hot(np.array([0, 1, 2, 1]), 3)
     stats_f = assert_same_training_step(reference, model, x, y)
     assert not np.allclose(stats_f[0], weights[2])  # the moving mean moved
@@ -58,16 +57,16 @@ def test_files_move_between_fused_and_stock_models(tmp_path):
     stock = kd.DenseNet(**TINY)
     model = kd.DenseNet(**TINY, fused_bn=True)
     x = images(2, 8)
-    expected = keras.ops.convert_to_numpy(model(x))
+    expected = run(model, x)
     path = str(tmp_path / "fused.weights.h5")
     model.save_weights(path)
     stock.load_weights(path)  # same group names: the class is called BatchNormalization
-    np.testing.assert_allclose(keras.ops.convert_to_numpy(stock(x)), expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(run(stock, x), expected, rtol=1e-5, atol=1e-6)
     keras_path = str(tmp_path / "fused.keras")
     model.save(keras_path)
     loaded = keras.saving.load_model(keras_path, safe_mode=True)
     assert type(loaded.get_layer("bn")) is fused.BatchNormalization
-    np.testing.assert_allclose(keras.ops.convert_to_numpy(loaded(x)), expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(run(loaded, x), expected, rtol=1e-5, atol=1e-6)
 
 
 def test_fused_bn_must_be_bool():

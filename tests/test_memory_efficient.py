@@ -12,9 +12,9 @@ import pytest
 
 import keras_densenet as kd
 from keras_densenet import cli
-from keras_densenet.layers import blocks, efficient
+from keras_densenet.layers import blocks, efficient, initialization
 from keras_densenet.layers.efficient import EfficientDenseLayer
-from tests.helpers import BACKEND, assert_same_training_step, images
+from tests.helpers import BACKEND, assert_same_training_step, images, run
 from tests.helpers import TINY_CIFAR as TINY
 
 
@@ -58,11 +58,11 @@ def test_weight_files_load_into_either_graph(tmp_path, source_efficient):
     source = efficient if source_efficient else standard
     path = str(tmp_path / "model.weights.h5")
     source.save_weights(path)
-    expected = keras.ops.convert_to_numpy(source(x))
+    expected = run(source, x)
     for memory_efficient in (False, True):
         loaded = kd.DenseNet(**TINY, weights=path, memory_efficient=memory_efficient)
         assert any(isinstance(l, EfficientDenseLayer) for l in loaded.layers) == memory_efficient
-        np.testing.assert_allclose(keras.ops.convert_to_numpy(loaded(x)), expected, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(run(loaded, x), expected, rtol=1e-5, atol=1e-6)
 
 
 def test_keras_round_trip(tmp_path):
@@ -75,7 +75,7 @@ def test_keras_round_trip(tmp_path):
     assert isinstance(layer, EfficientDenseLayer)
     assert layer.get_config() == model.get_layer("conv3_block2").get_config()
     x = images(2, 8)
-    np.testing.assert_allclose(keras.ops.convert_to_numpy(loaded(x)), keras.ops.convert_to_numpy(model(x)), rtol=1e-6)
+    np.testing.assert_allclose(run(loaded, x), run(model, x), rtol=1e-6)
 
 
 BUILDERS = {
@@ -110,7 +110,11 @@ def _residuals(L, memory_efficient):
 
     x = keras.Input((8, 8, 16))
     dense_block = efficient.dense_block if memory_efficient else blocks.dense_block
-    y = dense_block(x, L, 8, "conv2", blocks.LayerOptions())
+    # The weights' values play no part (only shapes are traced): drawn the
+    # fast way, as the builders do on JAX (Keras' own initializers compile
+    # once per kernel shape: 10 s of this test).
+    with initialization.fast_variables(active=True):
+        y = dense_block(x, L, 8, "conv2", blocks.LayerOptions())
     return residual_bytes(keras.Model(x, y), 2)
 
 

@@ -15,7 +15,7 @@ from keras_densenet.core import registry
 from keras_densenet.layers import initialization
 from keras_densenet.layers.efficient import EfficientDenseLayer
 from keras_densenet.tools import analysis
-from tests.helpers import PAPER_DEPTH, TINY, images, run
+from tests.helpers import BACKEND, PAPER_DEPTH, TINY, images, one_backend, run
 
 #: The variants keras.applications has too, by the registry.
 KERAS_APPS = sorted(name for name, v in registry.VARIANTS.items() if v.keras_application)
@@ -29,17 +29,28 @@ def test_registry_knows_keras_applications():
     assert KERAS_APPS == ["densenet121", "densenet169", "densenet201"]
 
 
-#: Predictions compared at ImageNet's 224x224 for one variant; the others at
-#: 64x64: the same layers and weights, a twelfth of the convolution work.
+#: Predictions compared (at ImageNet's 224x224) for one variant. The others
+#: run the same builder code with other block counts: their weighted layers
+#: (names, order, weight shapes) and parameter counts are compared from
+#: shapes, without a forward pass (every registry row is also counted in
+#: `test_every_registered_variant`).
 FULL_SIZE_PARITY = "densenet121"
 
 
 @pytest.mark.parametrize("variant", KERAS_APPS)
 def test_keras_applications_parity(variant):
-    """Same weighted layers, parameter count and predictions as keras.applications."""
+    """Same weighted layers and parameter count as keras.applications for
+    every variant it has; the same predictions for `FULL_SIZE_PARITY`."""
     row = registry.get_variant(variant)
     keras_builder, params = getattr(keras.applications, row.builder), row.num_params
-    size = 224 if variant == FULL_SIZE_PARITY else 64
+    if variant != FULL_SIZE_PARITY:
+        with initialization.shape_only():
+            theirs = keras_builder(weights=None, input_shape=(224, 224, 3))
+            ours = kd.build(variant, input_shape=(224, 224, 3))
+        assert ours.count_params() == theirs.count_params() == params
+        assert _weighted(ours) == _weighted(theirs)
+        return
+    size = 224
     # Their initial values are replaced below: draw them the fast way (on
     # JAX, Keras' own initializers compile once per kernel shape).
     with initialization.fast_variables(active=True):
@@ -183,29 +194,54 @@ def test_growth_rate_and_compression_shape_channels():
     assert model.output_shape[-1] == 15 + 2 * 5
 
 
+#: DenseNet-121's four blocks, stem, transitions and head with 6 dense
+#: layers instead of 58: every layer type of a full-size variant, the same
+#: total stride.
+FOUR_BLOCKS = dict(blocks=(2, 1, 1, 2), growth_rate=8, num_init_features=16)
+
+
 @pytest.mark.parametrize(
     "input_shape, pooling, rank",
     [((32, 32, 3), None, 4), ((45, 61, 3), "avg", 2), ((None, None, 3), "max", 2),
      ((None, None, 3), None, 4)],
 )
 def test_headless_any_input_size(input_shape, pooling, rank):
-    model = kd.DenseNet121(include_top=False, weights=None, input_shape=input_shape, pooling=pooling)
+    """DenseNet-121's builder takes each shape (built shapes-only); a
+    4-block DenseNet, its layers and total stride, runs on it."""
+    with initialization.shape_only():
+        named = kd.DenseNet121(include_top=False, weights=None, input_shape=input_shape, pooling=pooling)
+    assert len(named.output_shape) == rank and named.output_shape[-1] == 1024
+    model = kd.DenseNet(**FOUR_BLOCKS, include_top=False, input_shape=input_shape, pooling=pooling)
     size = input_shape[:2] if input_shape[0] else (32, 64)
     out = run(model, images(1, 1)[:, :1, :1].repeat(size[0], 1).repeat(size[1], 2))
-    assert out.ndim == rank and out.shape[-1] == 1024
+    assert out.ndim == rank and out.shape[-1] == registry.ArchConfig(**FOUR_BLOCKS).num_features
     if rank == 4:  # total stride 32, floor at every pooling
         assert out.shape[1:3] == (size[0] // 32, size[1] // 32)
 
 
 def test_channels_first_matches_channels_last():
-    last = kd.DenseNet121(weights=None, include_top=False, input_shape=(32, 32, 3), pooling="avg")
-    first = kd.DenseNet121(weights=None, include_top=False, input_shape=(3, 32, 32),
-                           pooling="avg", data_format="channels_first")
+    last = kd.DenseNet(**FOUR_BLOCKS, include_top=False, input_shape=(32, 32, 3), pooling="avg")
+    first = kd.DenseNet(**FOUR_BLOCKS, include_top=False, input_shape=(3, 32, 32),
+                        pooling="avg", data_format="channels_first")
     first.set_weights(last.get_weights())
     x = images(2, 32)
     expected = run(last, x)
     np.testing.assert_allclose(run(first, x.transpose(0, 3, 1, 2)), expected,
                                atol=1e-4, rtol=1e-4)
+    # The named builder takes the layout too: channels first, stride 32.
+    with initialization.shape_only():
+        named = kd.DenseNet121(weights=None, include_top=False, input_shape=(3, 64, 64),
+                               data_format="channels_first")
+    assert named.output_shape == (None, 1024, 2, 2)
+
+
+#: The suite of the fresh-process `.keras` checks: the file and the layers
+#: `import keras_densenet` registers are the same on every backend (the
+#: in-process round trips of tests/test_memory_efficient.py, test_fused.py
+#: and test_fcdensenet.py run on each); a torch process starts fastest.
+FILE_CHECKS = one_backend("torch", "tensorflow", "jax")
+on_file_checks_backend = pytest.mark.skipif(
+    BACKEND != FILE_CHECKS, reason=f"a backend-independent .keras file in a fresh process: the {FILE_CHECKS} suite")
 
 
 def _fresh_process(code, *args, env=None):
@@ -223,8 +259,11 @@ last = kd.DenseNet(**kw, input_shape=(32, 32, 3))
 first = kd.DenseNet(**kw, input_shape=(3, 32, 32), data_format="channels_first")
 first.set_weights(last.get_weights())
 x = np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 3)).astype("float32")
-out = keras.ops.convert_to_numpy(first(x.transpose(0, 3, 1, 2)))
-np.testing.assert_allclose(out, keras.ops.convert_to_numpy(last(x)).transpose(0, 3, 1, 2), atol=1e-4)
+# JAX's eager mode compiles every operation per shape: one compiled predict is cheaper there.
+call = (lambda m, a: m.predict(a, verbose=0)) if keras.backend.backend() == "jax" else (
+    lambda m, a: keras.ops.convert_to_numpy(m(a)))
+out = call(first, x.transpose(0, 3, 1, 2))
+np.testing.assert_allclose(out, call(last, x).transpose(0, 3, 1, 2), atol=1e-4)
 features = kd.multiscale_features(first)
 assert [tuple(f.shape)[1] for f in features.outputs] == [16, 20], features.output_shape
 # Trains too (TensorFlow's CPU has no NCHW convolution backprop at all).
@@ -256,6 +295,7 @@ def test_multiscale_features_call_does_not_warn():
     assert not [w for w in caught if "structure" in str(w.message)], [str(w.message) for w in caught]
 
 
+@on_file_checks_backend
 @pytest.mark.parametrize("order", ["keras_densenet first", "keras first"])
 def test_import_keras_densenet_registers_layers_in_any_order(tmp_path, order):
     kd.DenseNet(**TINY, input_shape=(32, 32, 3), classes=3, memory_efficient=True).save(tmp_path / "me.keras")
@@ -271,10 +311,16 @@ def test_channels_first_from_keras_config():
 
 
 def test_multiscale_features_strides():
-    backbone = kd.DenseNet121(include_top=False, weights=None, input_shape=(64, 64, 3))
-    features = kd.multiscale_features(backbone)
-    shapes = [tuple(o.shape) for o in run(features, images(1, 64))]
-    assert shapes == [(1, 16, 16, 256), (1, 8, 8, 512), (1, 4, 4, 1024), (1, 2, 2, 1024)]
+    """DenseNet-121's block outputs at strides 4 to 32 (built shapes-only);
+    a 4-block DenseNet's features run with the shapes they declare."""
+    with initialization.shape_only():
+        backbone = kd.DenseNet121(include_top=False, weights=None, input_shape=(64, 64, 3))
+    shapes = [tuple(s) for s in kd.multiscale_features(backbone).output_shape]
+    assert shapes == [(None, 16, 16, 256), (None, 8, 8, 512), (None, 4, 4, 1024), (None, 2, 2, 1024)]
+    features = kd.multiscale_features(kd.DenseNet(**FOUR_BLOCKS, include_top=False, input_shape=(64, 64, 3)))
+    declared = [(1,) + tuple(s)[1:] for s in features.output_shape]
+    assert [tuple(o.shape) for o in run(features, images(1, 64))] == declared
+    assert [s[1] for s in declared] == [16, 8, 4, 2]
 
 
 def test_multiscale_features_rejects_other_models():
@@ -315,6 +361,7 @@ def test_fit_runs_a_few_steps():
     assert any(not np.allclose(a, b) for a, b in zip(before, model.get_weights()))
 
 
+@on_file_checks_backend
 def test_keras_file_round_trip_in_fresh_process(tmp_path):
     model = kd.DenseNet(**TINY, input_shape=(32, 32, 3), classes=4)
     x = images(2, 32)

@@ -3,6 +3,8 @@ trainer (fit, mean IoU, resume, outputs), masks from `predict --masks`, bad
 input. Tiny runs (32x32 canvases, a few dozen of them): no accuracy is
 asserted here; the job's figures come from running `keras-densenet segment`."""
 
+import contextlib
+import io
 import json
 import os
 
@@ -63,13 +65,37 @@ def test_mean_iou_is_keras_meaniou():
     assert segment.mean_iou(segment.confusion(truth, predicted, 11)) == pytest.approx(float(metric.result()), abs=1e-6)
 
 
-def test_segment_trains_writes_outputs_and_resumes(tmp_path, capsys):
-    config = SegmentConfig(epochs=2, output=str(tmp_path / "seg"), **TINY_JOB)
+@pytest.fixture(scope="module")
+def resumed_job(tmp_path_factory):
+    """One 2-epoch job of `TINY_JOB`, trained twice over, not three times:
+    `train_segmentation` interrupted after its first epoch, then resumed by
+    ``keras-densenet segment`` with the job's flags (the CLI's own config).
+    Returns the output directory, what the CLI printed and returned, the
+    resumed run's `SegmentResult` and the epochs it ran."""
+    output = tmp_path_factory.mktemp("segment") / "seg"
+    config = SegmentConfig(epochs=2, output=str(output), **TINY_JOB)
     with pytest.raises(RuntimeError, match="simulated"):
         segment.train_segmentation(config, callbacks=[StopAfter(0)])
-    recorder = RecordEpochs()
-    result = segment.train_segmentation(config, callbacks=[recorder])
-    assert recorder.epochs == [1] and "resuming from epoch 2 of 2" in capsys.readouterr().out
+    recorder, results = RecordEpochs(), []
+    train_segmentation = segment.train_segmentation
+
+    def recorded(config, callbacks=()):
+        results.append(train_segmentation(config, callbacks=[*callbacks, recorder]))
+        return results[-1]
+
+    flags = [f"--{k.replace('_', '-')}={v}" for k, v in TINY_JOB.items() if k != "verbose"]
+    said = io.StringIO()
+    with pytest.MonkeyPatch.context() as patch, contextlib.redirect_stdout(said):
+        patch.setattr(segment, "train_segmentation", recorded)
+        code = cli.main(["segment", "--epochs", "2", "--output", str(output), *flags])
+    return dict(output=output, code=code, said=said.getvalue(), result=results[0] if results else None,
+                epochs=recorder.epochs)
+
+
+def test_segment_trains_writes_outputs_and_resumes(resumed_job):
+    result = resumed_job["result"]
+    assert resumed_job["code"] == 0 and result is not None
+    assert resumed_job["epochs"] == [1] and "resuming from epoch 2 of 2" in resumed_job["said"]
     assert [row["epoch"] for row in result.history] == [0, 1]
     for row in result.history:
         assert 0 <= row["val_mean_iou"] <= 1 and 0 <= row["val_pixel_accuracy"] <= 1 and row["val_loss"] > 0
@@ -80,15 +106,14 @@ def test_segment_trains_writes_outputs_and_resumes(tmp_path, capsys):
         assert json.load(f)[0] == "background"
     model = keras.saving.load_model(result.model_path, safe_mode=True)
     assert model.output_shape == (None, None, None, 11)
-    assert not os.path.exists(tmp_path / "seg" / "backup")
+    assert not os.path.exists(resumed_job["output"] / "backup")
 
 
-def test_segment_cli_then_predict_masks_writes_a_palette_png_per_image_at_its_size(tmp_path, capsys):
-    flags = [f"--{k.replace('_', '-')}={v}" for k, v in TINY_JOB.items() if k != "verbose"]
-    assert cli.main(["segment", "--epochs", "1", "--output", str(tmp_path / "seg"), *flags]) == 0
-    said = capsys.readouterr().out
+def test_segment_cli_then_predict_masks_writes_a_palette_png_per_image_at_its_size(resumed_job, tmp_path, capsys):
+    assert resumed_job["code"] == 0
+    said = resumed_job["said"]
     assert "best validation mean IoU: " in said and "time: " in said and "masks.png" in said
-    model_path = str(tmp_path / "seg" / "model.keras")
+    model_path = str(resumed_job["output"] / "model.keras")
     images = []
     for i, (h, w) in enumerate([(40, 52), (32, 32)]):
         path = tmp_path / f"canvas{i}.png"

@@ -714,10 +714,10 @@ def agree_on_backups(plan, config: TrainConfig, output: str, resume: ResumeState
     Raises:
         ValueError: the backups differ by more than one epoch, or in phase.
     """
-    phase = _fit_phases(config, resume.backup_dir)[0]
-    phase_dir = os.path.join(resume.backup_dir, phase.name)
+    remaining = _fit_phases(config, resume.backup_dir)
+    phase_dir = os.path.join(resume.backup_dir, remaining[0].name)
     here = _backup_epoch(phase_dir)  # epochs completed, counted from the run's start
-    phases = distribute_lib.gather_from_processes(len(_fit_phases(config, resume.backup_dir)), plan)
+    phases = distribute_lib.gather_from_processes(len(remaining), plan)
     epochs = distribute_lib.gather_from_processes(here, plan)
     if len(set(phases)) == 1 and len(set(epochs)) == 1:
         return resume

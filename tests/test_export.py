@@ -18,6 +18,8 @@ from keras_densenet.training import deploy, export, runtimes
 from tests.helpers import BACKEND, one_backend
 
 DIGITS_RUN = os.path.join(os.path.dirname(__file__), "data", "digits_run")
+#: The size the digits run was trained at (tests/data/README.md).
+DIGITS_RUN_SIZE = 12
 #: Validation digits served as 8x8 PNG scans, as a user's files would be.
 SERVED = 24
 #: Each format's round trip runs in the suite of every backend that writes
@@ -106,7 +108,8 @@ def test_each_format_is_checked_in_its_runtime_and_predicts_like_keras(fmt, run_
     assert diff <= export.FLOAT_TOLERANCE
     if backend != "jax":  # JAX's artifacts take the training size only
         # The Resizing layer travels in the artifact: checked at two sizes.
-        assert "at 32x32, 39x39:" in stdout
+        s = DIGITS_RUN_SIZE
+        assert f"at {s}x{s}, {s + 7}x{s + 7}:" in stdout
     assert [p for p in os.listdir(tmp_path) if p.startswith(".")] == []  # no staging left
     # Class names come from the class_names.json copied beside the artifact.
     trust = ["--trust-pickle"] if fmt == "torch" else []  # ours: torch.export.load unpickles

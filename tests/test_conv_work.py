@@ -1,6 +1,7 @@
 """The suite's convolution-work counter (tests/conv_work/) counts what a
-process runs: jitted JAX steps once per call (forward and backward), eager
-JAX convolutions and PyTorch's conv2d, each under the test that ran it."""
+process runs: jitted JAX steps once per call (forward and backward, through
+nested functions), eager JAX convolutions and PyTorch's conv2d, each under
+the test that ran it."""
 
 import json
 import os
@@ -23,6 +24,8 @@ step = jax.jit(jax.grad(lambda x, k: jnp.sum(conv(x, k) ** 2), argnums=(0, 1)))
 for _ in range(3):
     step(x, k)                   # 3 calls x (forward + 2 gradients)
 conv(x, k)                       # eager: 1 forward
+inner = jax.jit(conv)
+jax.jit(lambda x, k: inner(x, k) + inner(x, k))(x, k)   # one nested function, called twice
 torch.nn.Conv2d(3, 4, 3, padding=1)(torch.ones(2, 3, 8, 8))
 """
 
@@ -38,7 +41,7 @@ def test_counts_jitted_calls_eager_convolutions_and_torch(tmp_path):
     (tally,) = tmp_path.glob("*.json")
     rows = {row["engine"]: row for row in json.loads(tally.read_text())["rows"]}
     forward = 2 * 8 * 8 * 4 * (3 * 3 * 3)  # output elements x window x input channels
-    assert rows["jax"]["macs"] == 3 * 3 * forward + forward
+    assert rows["jax"]["macs"] == 3 * 3 * forward + forward + 2 * forward
     assert rows["torch"]["macs"] == forward
     assert {row["test"] for row in rows.values()} == {"tests/x.py::test_a"}
     assert "jax-uncounted-calls" not in rows

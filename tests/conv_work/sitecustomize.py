@@ -3,17 +3,19 @@
 Python imports ``sitecustomize`` at start-up from ``sys.path`` (in virtual
 environments too), so with this folder on ``PYTHONPATH`` and
 ``KD_CONV_WORK`` naming a directory, every process the test suite starts
-(pytest-xdist workers, CLI and example subprocesses) counts the multiply-accumulates (MACs) of the convolutions it
-runs and writes them to ``KD_CONV_WORK/<pid>.json`` as it goes, keyed by
-the test that ran them (``PYTEST_CURRENT_TEST``, which child processes
-inherit). ``report.py`` adds the files up.
+(pytest-xdist workers, CLI and example subprocesses) counts the
+multiply-accumulates (MACs) of the convolutions it runs and writes them
+to ``KD_CONV_WORK/<pid>.json`` as it goes, keyed by the test that ran them
+(``PYTEST_CURRENT_TEST``, which child processes inherit). ``report.py``
+adds the files up.
 
 What is counted:
 
 - JAX: every call of a ``jax.jit`` function (Keras' train, test and predict
   steps) adds the MACs of the convolutions in its lowered StableHLO, forward
-  and backward, once per call; eager ``jax.lax.conv_general_dilated`` calls
-  add their own.
+  and backward, through the functions it calls, once per call (a loop body
+  would count once: Keras' steps have none); eager
+  ``jax.lax.conv_general_dilated`` calls add their own.
 - PyTorch: ``torch.nn.functional.conv2d`` calls (the reference module, the
   torch backend's convolutions).
 
@@ -29,6 +31,7 @@ Example:
 """
 
 import collections
+import functools
 import importlib.abc
 import importlib.machinery
 import json
@@ -43,6 +46,9 @@ _TALLY = collections.defaultdict(float)
 _CONV_LINE = re.compile(
     r"stablehlo\.convolution.*?dim_numbers = \[([^\]]*)\]x\[([^\]]*)\]->\[([^\]]*)\]"
     r".*?:\s*\((tensor<[^>]*>),\s*(tensor<[^>]*>)\)\s*->\s*(tensor<[^>]*>)")
+_NAME = r'@("[^"]+"|[\w.$-]+)'  # @main, @_pad_0, @"<lambda>"
+_FUNCTION = re.compile(r"func\.func \w* *" + _NAME)
+_CALL = re.compile(r"\bcall " + _NAME + r"\(")
 
 
 def _current_test():
@@ -63,17 +69,32 @@ def _dims(tensor_type):
     return [int(d) for d in tensor_type[7:-1].split("x")[:-1]]
 
 
+def _line_macs(line):
+    match = _CONV_LINE.search(line)
+    if not match:
+        return 0
+    rhs_spec = [d.strip() for d in match.group(2).split(",")]
+    rhs, out = _dims(match.group(5)), _dims(match.group(6))
+    window = math.prod(size for size, d in zip(rhs, rhs_spec) if d not in ("i", "o"))
+    return math.prod(out) * window * rhs[rhs_spec.index("i")]
+
+
 def hlo_conv_macs(text):
-    """MACs of the convolutions in StableHLO text: each output element sums
-    over the kernel's window and its input features."""
-    total = 0
-    for match in _CONV_LINE.finditer(text):
-        rhs_spec = [d.strip() for d in match.group(2).split(",")]
-        rhs, out = _dims(match.group(5)), _dims(match.group(6))
-        window = math.prod(
-            size for size, d in zip(rhs, rhs_spec) if d not in ("i", "o"))
-        total += math.prod(out) * window * rhs[rhs_spec.index("i")]
-    return total
+    """MACs of the convolutions in StableHLO text, from ``@main`` through
+    every function call: each output element sums over the kernel's window
+    and its input features. (A loop body counts once.)"""
+    own, calls, function = collections.Counter(), collections.defaultdict(list), "main"
+    for line in text.splitlines():
+        if "func.func" in line:
+            function = _FUNCTION.search(line).group(1)
+        own[function] += _line_macs(line)
+        calls[function] += _CALL.findall(line)
+
+    @functools.lru_cache(maxsize=None)
+    def total(name):
+        return own[name] + sum(total(callee) for callee in calls[name])
+
+    return total("main")
 
 
 class _CountedCompiled:
@@ -107,17 +128,17 @@ class _CountedJit:
         self._jitted = jitted
         self._macs = {}
 
-    def _signature(self, args, kwargs):
+    def __call__(self, *args, **kwargs):
         import jax
+
         leaves, treedef = jax.tree_util.tree_flatten((args, kwargs))
-        return treedef, tuple(
+        if any(isinstance(x, jax.core.Tracer) for x in leaves):
+            return self._jitted(*args, **kwargs)  # inside another program: counted there
+        key = treedef, tuple(
             (tuple(x.shape), str(x.dtype)) if hasattr(x, "shape") and hasattr(x, "dtype")
             else (x if isinstance(x, (int, float, str, bool, type(None))) else type(x))
             for x in leaves)
-
-    def __call__(self, *args, **kwargs):
         try:
-            key = self._signature(args, kwargs)
             if key not in self._macs:
                 # Lowered before the call: the call may donate its buffers.
                 self._macs[key] = hlo_conv_macs(

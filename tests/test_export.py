@@ -18,8 +18,6 @@ from keras_densenet.training import deploy, export, runtimes
 from tests.helpers import BACKEND, one_backend
 
 DIGITS_RUN = os.path.join(os.path.dirname(__file__), "data", "digits_run")
-#: The size the digits run was trained at (tests/data/README.md).
-DIGITS_RUN_SIZE = 12
 #: Validation digits served as 8x8 PNG scans, as a user's files would be.
 SERVED = 24
 #: Each format's round trip runs in the suite of every backend that writes
@@ -82,6 +80,15 @@ def run_dir(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
+def trained_size(run_dir):
+    """The side the digits run was trained at, from its `Resizing` layer."""
+    import keras
+
+    path, _ = run_dir
+    return export.resize_size(keras.saving.load_model(path / "model.keras"))[0]
+
+
+@pytest.fixture(scope="module")
 def keras_top1(run_dir):
     path, pngs = run_dir
     return [rows[0][1] for rows in deploy.predict(pngs, model_path=str(path / "model.keras"), top=1)]
@@ -94,7 +101,8 @@ def _cli(capsys, *argv):
 
 
 @pytest.mark.parametrize("fmt", export.FORMATS)
-def test_each_format_is_checked_in_its_runtime_and_predicts_like_keras(fmt, run_dir, keras_top1, tmp_path, capsys):
+def test_each_format_is_checked_in_its_runtime_and_predicts_like_keras(fmt, run_dir, keras_top1, trained_size,
+                                                                       tmp_path, capsys):
     backend = _round_trip_or_skip(fmt)
     path, pngs = run_dir
     out = tmp_path / ("model" + runtimes.SUFFIXES[fmt])
@@ -108,7 +116,7 @@ def test_each_format_is_checked_in_its_runtime_and_predicts_like_keras(fmt, run_
     assert diff <= export.FLOAT_TOLERANCE
     if backend != "jax":  # JAX's artifacts take the training size only
         # The Resizing layer travels in the artifact: checked at two sizes.
-        s = DIGITS_RUN_SIZE
+        s = trained_size
         assert f"at {s}x{s}, {s + 7}x{s + 7}:" in stdout
     assert [p for p in os.listdir(tmp_path) if p.startswith(".")] == []  # no staging left
     # Class names come from the class_names.json copied beside the artifact.

@@ -16,6 +16,7 @@ from PIL import Image
 from keras_densenet import cli
 from keras_densenet.training import canvases, segment
 from keras_densenet.training.config import SegmentConfig
+from tests.helpers import cli_args
 from tests.test_train import RecordEpochs, StopAfter
 
 TINY_JOB = dict(layers_per_block=1, growth_rate=4, image_size=32, train_canvases=16, val_canvases=8, batch_size=8, verbose=2)
@@ -83,7 +84,7 @@ def resumed_job(tmp_path_factory):
         results.append(train_segmentation(config, callbacks=[*callbacks, recorder]))
         return results[-1]
 
-    flags = [f"--{k.replace('_', '-')}={v}" for k, v in TINY_JOB.items() if k != "verbose"]
+    flags = cli_args(**{k: v for k, v in TINY_JOB.items() if k != "verbose"})
     said = io.StringIO()
     with pytest.MonkeyPatch.context() as patch, contextlib.redirect_stdout(said):
         patch.setattr(segment, "train_segmentation", recorded)

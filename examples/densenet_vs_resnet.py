@@ -33,7 +33,7 @@ from keras import layers
 
 import keras_densenet
 from keras_densenet.tools import analysis
-from keras_densenet.training import data
+from keras_densenet.data import datasets as data
 
 
 def resnet_cifar(input_shape, classes, blocks_per_stage=1, widths=(16, 32, 64)):

@@ -18,7 +18,7 @@ import keras
 import numpy as np
 
 import keras_densenet
-from keras_densenet.training import data
+from keras_densenet.data import datasets as data
 
 
 def main(argv=None):

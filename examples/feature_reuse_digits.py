@@ -34,7 +34,7 @@ import numpy as np
 
 import keras_densenet
 from keras_densenet.tools import analysis
-from keras_densenet.training import data
+from keras_densenet.data import datasets as data
 
 
 def summarize(reuse):

@@ -15,7 +15,7 @@ import argparse
 import keras
 
 import keras_densenet
-from keras_densenet.training import data
+from keras_densenet.data import datasets as data
 
 
 def build(backbone, num_classes, size):

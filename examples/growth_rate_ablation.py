@@ -18,7 +18,7 @@ import os
 import keras
 
 import keras_densenet
-from keras_densenet.training import data
+from keras_densenet.data import datasets as data
 
 
 def train_one(k, args, ds):

@@ -22,10 +22,12 @@ from typing import Optional, Sequence
 # Keras-free modules only: keras (hence its backend) is imported by the
 # subcommands, after the arguments are checked and the backend is chosen.
 from keras_densenet.core import backends, checks, extras, registry
-from keras_densenet.tools import bench
-from keras_densenet.training import cluster, compile_cache, config, deploy
-from keras_densenet.training import export as export_lib
-from keras_densenet.training.data import MIN_IMAGE_SIZE, DataWarning
+from keras_densenet.benchmarks import bench
+from keras_densenet.core import cluster
+from keras_densenet.deployment import predict as deploy
+from keras_densenet.training import compile_cache, config
+from keras_densenet.deployment import export as export_lib
+from keras_densenet.data.datasets import MIN_IMAGE_SIZE, DataWarning
 
 #: Every `TrainConfig` default, by option name: the train options' defaults.
 _TRAIN = {f.name: f.default for f in dataclasses.fields(config.TrainConfig)}
@@ -274,9 +276,9 @@ def _check_predict(args) -> None:
 
 def _run_predict(args) -> int:
     if args.masks is not None:
-        from keras_densenet.training import segment
+        from keras_densenet.deployment import masks
 
-        for path, (mask, shares) in zip(args.images, segment.predict_masks(args.images, args.model_path, args.masks)):
+        for path, (mask, shares) in zip(args.images, masks.predict_masks(args.images, args.model_path, args.masks)):
             top = sorted(shares.items(), key=lambda kv: -kv[1])[: args.top]
             print(f"{path} -> {mask}: " + ", ".join(f"{name} {share:.1%}" for name, share in top))
         return 0
@@ -454,7 +456,7 @@ def _add_bench(sub) -> None:
     p.add_argument("--time-batch", type=int, default=d.time_batch, help="batch for step time (%(default)s)")
     p.add_argument("--rss-batch", type=int, default=d.rss_batch, help="batch for peak RSS (%(default)s)")
     p.add_argument("--steps", type=int, default=d.steps, help="timed steps / fit steps (%(default)s)")
-    # --measure throughput (keras_densenet.tools.throughput)
+    # --measure throughput (keras_densenet.benchmarks.throughput)
     p.add_argument("--throughput-variant", default=d.throughput_variant,
                    help="variant for throughput (%(default)s)")
     p.add_argument("--throughput-size", type=int, default=d.throughput_size,
@@ -481,7 +483,7 @@ def _add_bench(sub) -> None:
     p.add_argument("--onednn", default=",".join(d.onednn),
                    help=f"TensorFlow rows of the trainer's step time, comma-separated: {', '.join(bench.ONEDNN)} "
                    "(TF_ENABLE_ONEDNN_OPTS=1/0 or unset; default: %(default)s)")
-    # --measure runtimes (keras_densenet.tools.runtime_bench)
+    # --measure runtimes (keras_densenet.benchmarks.runtime_bench)
     p.add_argument("--runtimes-variant", default=d.runtimes_variant,
                    help="variant for CPU inference by runtime (%(default)s)")
     p.add_argument("--runtimes-size", type=int, default=d.runtimes_size,

@@ -1,4 +1,4 @@
-"""`bench --measure step` (keras_densenet/tools/bench.py): the training-step
+"""`bench --measure step` (keras_densenet/benchmarks/bench.py): the training-step
 time of the model `keras-densenet train` fits by default. A tiny real run
 checks the table and JSON structure and that the model is the trainer's;
 a fake worker checks the oneDNN rows and the child's environment without
@@ -11,8 +11,8 @@ import subprocess
 import pytest
 
 from keras_densenet import cli
-from keras_densenet.tools import bench
-from keras_densenet.training.data import MIN_IMAGE_SIZE
+from keras_densenet.benchmarks import bench
+from keras_densenet.data.datasets import MIN_IMAGE_SIZE
 from tests.helpers import BACKEND, one_backend
 
 #: The smallest size the bench takes, 16 where the trainer allows it.
@@ -77,7 +77,7 @@ def test_step_measures_the_trainers_model(step_run):
 
 
 def test_machine_reports_avx512_from_cpuinfo():
-    from keras_densenet.tools import throughput
+    from keras_densenet.benchmarks import throughput
 
     info = throughput.machine()
     try:

@@ -1,4 +1,4 @@
-"""`bench --measure runtimes` (keras_densenet/tools/runtime_bench.py): CPU
+"""`bench --measure runtimes` (keras_densenet/benchmarks/runtime_bench.py): CPU
 inference by runtime. One tiny real run (DenseNet-BC-100 at 32x32, batch 2,
 one round of one call) checks the table, the JSON and the ratios; fake child
 processes check the alternating rounds and that a failing candidate leaves
@@ -12,7 +12,7 @@ import pytest
 
 from keras_densenet import cli
 from keras_densenet.core import extras
-from keras_densenet.tools import bench, runtime_bench
+from keras_densenet.benchmarks import bench, runtime_bench
 from tests.helpers import BACKEND, one_backend
 
 #: The smallest registered variant (0.8M parameters); its CIFAR stem is
@@ -147,7 +147,7 @@ def test_bench_runs_every_child_in_a_process_of_its_own(monkeypatch):
     monkeypatch.setattr(runtime_bench.subprocess, "run", run)
     job = {"job": "time", "candidate": "keras_torch"}
     assert runtime_bench.spawn(job, "torch", 3)["images_per_s"] == 1.0
-    assert seen == [(["-m", "keras_densenet.tools.runtime_bench"], "torch", "3")]
+    assert seen == [(["-m", "keras_densenet.benchmarks.runtime_bench"], "torch", "3")]
 
 
 def test_its_own_torch_export_file_is_timed(tmp_path):

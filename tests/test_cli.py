@@ -142,7 +142,7 @@ def test_missing_train_extra_is_one_line_naming_it(command, hidden, tmp_path):
 
 
 def test_missing_extra_in_the_library_names_it():
-    code = ("from keras_densenet.training import data\n"
+    code = ("from keras_densenet.data import datasets as data\n"
             "try:\n    data.load_digits_dataset()\n"
             "except ImportError as e:\n    print(type(e).__name__, e)\n")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([HIDE_MODULES, os.environ.get("PYTHONPATH", "")]),
@@ -308,7 +308,8 @@ def test_predict_raw_8x8_scans_like_training(capsys, tmp_path):
     accuracy = np.mean(np.array(predicted) == labels)
     assert accuracy >= 0.99, accuracy
     # The model resizes inside, exactly as the training data was resized.
-    from keras_densenet.training import data, export
+    from keras_densenet.data import datasets as data
+    from keras_densenet.deployment import export
 
     model = keras.saving.load_model(DIGITS_MODEL)
     (size, _) = export.resize_size(model)

@@ -6,9 +6,11 @@ import importlib
 
 import pytest
 
-QUICK_MODULES = ["core.backends", "core.checks", "core.extras", "core.files", "core.internals", "core.registry",
-                 "weights.checkpoints", "training.config", "training.cluster", "training.canvases", "training.runtimes", "training.export",
-                 "layers.losses"]
+QUICK_MODULES = [
+    "core.backends", "core.checks", "core.cluster", "core.extras", "core.files", "core.internals", "core.registry",
+    "weights.checkpoints", "training.config", "data.canvases", "deployment.runtimes", "deployment.export",
+    "layers.losses",
+]
 
 
 @pytest.mark.parametrize("name", QUICK_MODULES)

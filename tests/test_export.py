@@ -1,4 +1,4 @@
-"""`keras-densenet export` (keras_densenet/training/export.py) and `predict`
+"""`keras-densenet export` (keras_densenet/deployment/export.py) and `predict`
 on its artifacts: each format written from the JAX-trained digits model,
 checked in its own runtime, served by `predict` with the `.keras` model's
 top-1; int8 within a point; failed checks leave nothing; bad input is one
@@ -14,7 +14,8 @@ from PIL import Image
 
 from keras_densenet import cli
 from keras_densenet.core import extras
-from keras_densenet.training import deploy, export, runtimes
+from keras_densenet.deployment import export, runtimes
+from keras_densenet.deployment import predict as deploy
 from tests.helpers import BACKEND, one_backend
 
 DIGITS_RUN = os.path.join(os.path.dirname(__file__), "data", "digits_run")

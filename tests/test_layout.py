@@ -11,8 +11,12 @@ PACKAGE = pathlib.Path(__file__).resolve().parent.parent / "keras_densenet"
 
 #: Each subpackage's layer, from the bottom. A module imports from its own
 #: subpackage or from lower layers only (``layers`` and ``weights`` are
-#: independent of each other).
-LAYERS = {"core": 0, "layers": 1, "weights": 1, "models": 2, "training": 3, "tools": 4, "cli": 5, "__main__": 6}
+#: independent of each other, and so are ``models`` and ``data``, and
+#: ``training`` and ``deployment``).
+LAYERS = {
+    "core": 0, "layers": 1, "weights": 1, "models": 2, "data": 2, "training": 3, "deployment": 3,
+    "tools": 4, "benchmarks": 5, "cli": 6, "__main__": 7,
+}
 
 
 def _module_name(path: pathlib.Path) -> str:

@@ -106,7 +106,7 @@ def test_bad_memory_efficient_argument():
 
 
 def _residuals(L, memory_efficient):
-    from keras_densenet.tools.bench import residual_bytes
+    from keras_densenet.benchmarks.bench import residual_bytes
 
     x = keras.Input((8, 8, 16))
     dense_block = efficient.dense_block if memory_efficient else blocks.dense_block

@@ -1,4 +1,4 @@
-"""Several processes (keras_densenet.training.cluster, distribute): tested over loopback.
+"""Several processes (keras_densenet.core.cluster, distribute): tested over loopback.
 
 The JAX tests start real multi-process jobs on this machine: 2 processes
 with 2 CPU devices each, Keras' three variables set in each, gloo
@@ -20,7 +20,7 @@ import time
 import numpy as np
 import pytest
 
-from keras_densenet.training import cluster
+from keras_densenet.core import cluster
 from tests.helpers import BACKEND
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -115,7 +115,7 @@ def test_shares_are_disjoint_equal_fixed_by_the_seed_and_cover_the_split(n, proc
 def test_image_folder_shares_cover_each_epoch_once(tmp_path):
     from PIL import Image
 
-    from keras_densenet.training import data
+    from keras_densenet.data import datasets as data
 
     # 2 classes x 13 images, each of one gray level of its own: the level names the file.
     for c in range(2):
@@ -148,7 +148,8 @@ import jax
 jax.config.update("jax_default_matmul_precision", "highest")
 import keras
 from keras_densenet.models import densenet
-from keras_densenet.training import cluster, distribute
+from keras_densenet.core import cluster
+from keras_densenet.training import distribute
 
 devices, out = int(sys.argv[1]), sys.argv[2]
 job = cluster.job_from_environment()

@@ -14,7 +14,8 @@ import pytest
 from PIL import Image
 
 from keras_densenet import cli
-from keras_densenet.training import canvases, segment
+from keras_densenet.data import canvases
+from keras_densenet.training import segment
 from keras_densenet.training.config import SegmentConfig
 from tests.helpers import cli_args
 from tests.test_train import RecordEpochs, StopAfter

@@ -1,4 +1,4 @@
-"""`bench --measure throughput` (keras_densenet/tools/throughput.py): a tiny run's
+"""`bench --measure throughput` (keras_densenet/benchmarks/throughput.py): a tiny run's
 JSON is complete and self-consistent. This checks the bookkeeping (keys,
 medians, ratios, which candidates run where), not speed: speed figures come
 from running the command itself (README)."""
@@ -12,7 +12,7 @@ import pytest
 
 from keras_densenet import cli
 from keras_densenet.core.registry import ArchConfig
-from keras_densenet.tools import bench, throughput
+from keras_densenet.benchmarks import bench, throughput
 from tests.helpers import BACKEND
 
 TINY = ArchConfig(blocks=(1, 2), growth_rate=4, num_init_features=8)
@@ -50,7 +50,7 @@ def test_every_candidate_timed_and_ratios_consistent(result):
             assert result["ratios"][mode][name] == pytest.approx(r["images_per_s"] / ours)
         assert result["ratios"][mode]["ours"] == pytest.approx(1.0)
     if HAS_TORCH:
-        assert result["native_source"] in ("torchvision", "keras_densenet.tools.torch_densenet")
+        assert result["native_source"] in ("torchvision", "keras_densenet.benchmarks.torch_densenet")
     assert result["machine"]["backend"] == BACKEND and result["config"]["batch_size"] == 2
 
 

@@ -11,7 +11,8 @@ import pytest
 import keras_densenet
 from keras_densenet import cli
 from keras_densenet.core import internals
-from keras_densenet.training import data, train
+from keras_densenet.data import datasets as data
+from keras_densenet.training import train
 from keras_densenet.training.train import TrainConfig
 from tests.helpers import TINY_TRAIN, cli_args
 

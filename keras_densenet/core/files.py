@@ -71,3 +71,21 @@ def atomic_write(path, write: Callable[[str], None]) -> None:
     `atomic_path`); on any error `path` is left as it was."""
     with atomic_path(path) as tmp:
         write(tmp)
+
+
+def prepare_output_dir(output) -> str:
+    """Creates directory `output` and checks that files can be written there.
+
+    Raises:
+        ValueError: the directory cannot be created or is not writable.
+    """
+    output = os.fspath(output)
+    try:
+        os.makedirs(output, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=output):
+            pass
+    except OSError as e:
+        raise ValueError(
+            f"`output` directory {output!r} is not writable: {e.strerror or e}"
+        ) from None
+    return output

@@ -2,5 +2,6 @@
 generic `DenseNet` and `build` (`densenet`), the FC-DenseNet segmentation
 nets `FCDenseNet56`, `FCDenseNet67`, `FCDenseNet103`, the generic
 `FCDenseNet` and `segmentation_head` for DenseNet backbones (`fcdensenet`),
-and ImageNet preprocessing (`imagenet`).
+ImageNet preprocessing (`imagenet`) and loading ``.keras`` files in safe
+mode (`saved`).
 """

@@ -45,6 +45,7 @@ import dataclasses
 from typing import Optional, Sequence
 
 import keras
+import numpy as np
 from keras import layers
 
 from keras_densenet.core import checks, registry
@@ -494,3 +495,9 @@ def segmentation_head(
         if layout != data_format:
             x = layers.Permute((3, 1, 2), name=densenet.TO_CHANNELS_FIRST)(x)
         return keras.Model(features.input, x, name=name or f"{backbone.name}_segmenter")
+
+
+def predict_labels(model: keras.Model, images: np.ndarray) -> np.ndarray:
+    """Per-pixel class ids of `images` (raw pixels, sides divisible by 32)."""
+    probs = keras.ops.convert_to_numpy(model.predict(images, verbose=0, batch_size=16))
+    return np.argmax(probs, axis=-1).astype("int32")

@@ -1,6 +1,4 @@
-"""Tools around the models: checkpoint conversion (`convert`), the paper's
-analyses (`analysis`: Table 1 counts, feature reuse), benchmarks (`bench`,
-`runtime_bench`: CPU inference per serving runtime,
-`throughput`) and the native PyTorch DenseNet they compare against
-(`torch_densenet`).
+"""Tools users call on models and checkpoints: checkpoint conversion
+(`convert`) and the paper's analyses (`analysis`: Table 1 counts, feature
+reuse).
 """

@@ -50,7 +50,7 @@ from keras_densenet.core.files import atomic_write
 from keras_densenet.layers.efficient import EfficientDenseLayer
 from keras_densenet.layers.initialization import shape_only  # noqa: F401  (re-exported)
 from keras_densenet.models import densenet
-from keras_densenet.training import runtimes
+from keras_densenet.models import saved
 
 #: keras.applications' ResNets, the paper's comparison (name -> builder name).
 RESNETS = {"resnet50": "ResNet50", "resnet101": "ResNet101", "resnet152": "ResNet152"}
@@ -572,7 +572,7 @@ def load_for_reuse(model: str, weights: Optional[str] = None) -> keras.Model:
     if spec.endswith(".keras") or os.path.exists(spec):
         if weights is not None:
             raise ValueError(f"`weights` applies to variant names only, not to the file {spec!r}")
-        return runtimes.load_keras_model(spec)
+        return saved.load_keras_model(spec)
     key = spec.lower().replace("-", "_")
     if key not in registry.VARIANTS:
         raise ValueError(

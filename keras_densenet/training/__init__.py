@@ -1,5 +1,5 @@
-"""What the `train`, `predict` and `export` commands run: the training config
-(`config`), datasets (`data`), the trainer (`train`), data parallelism
-(`distribute`), prediction and export (`deploy`) and JAX's compilation
-cache (`compile_cache`).
+"""What the `train` and `segment` commands run: the training configs
+(`config`), the trainers (`train`, `segment`), data parallelism across
+devices and processes (`distribute`) and JAX's compilation cache
+(`compile_cache`).
 """

@@ -18,7 +18,8 @@ import dataclasses
 from typing import Optional
 
 from keras_densenet.core import checks, registry
-from keras_densenet.training import data as data_lib
+from keras_densenet.data import datasets as data_lib
+from keras_densenet.data.datasets import CLASS_NAMES_FILE  # noqa: F401  (a file `train` writes)
 
 #: Default BatchNormalization momentum for training from scratch. Keras'
 #: 0.99 makes the moving statistics average over ~100 steps; an epoch of the
@@ -37,7 +38,6 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 MODEL_FILE = "model.keras"
 LOG_FILE = "log.csv"
 PLOT_FILE = "learning_curve.png"
-CLASS_NAMES_FILE = "class_names.json"
 BACKUP_DIR = "backup"
 #: The main job's schedule (DenseNet-BC-22, k=12, on the digits). The digits
 #: are 8x8 scans: at 12x12 a training step costs 14% of one at 32x32, and 10

@@ -76,7 +76,7 @@ import keras
 import numpy as np
 
 from keras_densenet.core import checks, internals
-from keras_densenet.training import cluster
+from keras_densenet.core import cluster
 
 # Learning-rate scaling rules, for a global batch `num_devices` times larger
 # (kept with the other training options, keras-free, for the CLI's checks).

@@ -29,10 +29,11 @@ import keras
 import numpy as np
 
 from keras_densenet.core import extras, registry
-from keras_densenet.core.files import atomic_write
+from keras_densenet.core.files import atomic_write, prepare_output_dir
 from keras_densenet.layers.losses import PixelCrossentropy
 from keras_densenet.models import fcdensenet
-from keras_densenet.training import canvases, runtimes
+from keras_densenet.data import canvases
+from keras_densenet.models import saved
 from keras_densenet.training import train as train_lib
 from keras_densenet.training.config import (  # noqa: F401  (SegmentConfig: re-exported)
     CLASS_NAMES_FILE, LOG_FILE, MODEL_FILE, PLOT_FILE, SegmentConfig, validate_segment,
@@ -46,11 +47,6 @@ MASK_ROWS = 6
 #: side divisible by 32), and its stem (half the paper's 48 filters).
 DIGITS_LEVELS = 5
 DIGITS_STEM = 24
-#: Background black, then ten well-separated colours (matplotlib's tab10).
-PALETTE = np.array(
-    [[0, 0, 0], [31, 119, 180], [255, 127, 14], [44, 160, 44], [214, 39, 40], [148, 103, 189],
-     [140, 86, 75], [227, 119, 194], [127, 127, 127], [188, 189, 34], [23, 190, 207]], "uint8"
-)
 
 
 @dataclasses.dataclass
@@ -173,7 +169,7 @@ def train_segmentation(config: SegmentConfig = SegmentConfig(), callbacks: Seque
     """
     validate_segment(config)
     watch = train_lib.Stopwatch()
-    output = train_lib.prepare_output_dir(config.output)
+    output = prepare_output_dir(config.output)
     paths = {n: os.path.join(output, n) for n in (MODEL_FILE, LOG_FILE, PLOT_FILE, CLASS_NAMES_FILE, MASKS_FILE)}
     ds = canvases.digit_canvases(config.train_canvases, config.val_canvases, config.image_size,
                                  config.max_digits, config.seed)
@@ -203,23 +199,12 @@ def train_segmentation(config: SegmentConfig = SegmentConfig(), callbacks: Seque
     history = train_lib.read_log(paths[LOG_FILE])
     train_lib.plot_learning_curve(history, paths[PLOT_FILE], metrics=("loss", "pixel_accuracy", "mean_iou"))
     if validation.best_predicted is None:  # the saved model's epoch ran before a resume
-        validation.best_predicted = predict_labels(runtimes.load_keras_model(paths[MODEL_FILE]), ds.x_val[:MASK_ROWS])
+        validation.best_predicted = fcdensenet.predict_labels(saved.load_keras_model(paths[MODEL_FILE]), ds.x_val[:MASK_ROWS])
     draw_masks(ds.x_val[:MASK_ROWS], ds.y_val[:MASK_ROWS], validation.best_predicted, paths[MASKS_FILE])
     watch.lap("writing")
     best_row = max(history, key=lambda r: r.get("val_mean_iou", 0.0))
     return SegmentResult(output, paths[MODEL_FILE], paths[MASKS_FILE], history, best_row.get("val_mean_iou", 0.0),
                          best_row.get("val_pixel_accuracy", 0.0), watch.timings(), timer.epochs)
-
-
-def predict_labels(model: keras.Model, images: np.ndarray) -> np.ndarray:
-    """Per-pixel class ids of `images` (raw pixels, sides divisible by 32)."""
-    probs = keras.ops.convert_to_numpy(model.predict(images, verbose=0, batch_size=16))
-    return np.argmax(probs, axis=-1).astype("int32")
-
-
-def colorize(labels: np.ndarray) -> np.ndarray:
-    """``(h, w)`` class ids -> ``(h, w, 3)`` uint8 colours of `PALETTE`."""
-    return PALETTE[np.clip(labels, 0, len(PALETTE) - 1) % len(PALETTE)]
 
 
 def draw_masks(images: np.ndarray, truth: np.ndarray, predicted: np.ndarray, path: str) -> str:
@@ -230,73 +215,8 @@ def draw_masks(images: np.ndarray, truth: np.ndarray, predicted: np.ndarray, pat
     for image, t, p in zip(images, truth, predicted):
         gray = np.repeat(np.clip(image, 0, 255).astype("uint8"), 3, axis=-1)
         gap = np.full((gray.shape[0], 4, 3), 255, "uint8")
-        rows.append(np.concatenate([gray, gap, colorize(t), gap, colorize(p)], axis=1))
+        rows.append(np.concatenate([gray, gap, canvases.colorize(t), gap, canvases.colorize(p)], axis=1))
     sheet = np.concatenate([np.concatenate([r, np.full((4, r.shape[1], 3), 255, "uint8")]) for r in rows])
     picture = pil.fromarray(sheet).resize((sheet.shape[1] * 3, sheet.shape[0] * 3), pil.NEAREST)
     atomic_write(path, lambda tmp: picture.save(tmp, format="PNG"))
     return path
-
-
-#: Sides a segmenter takes are multiples of this (5 transitions down).
-SIDE_MULTIPLE = 32
-
-
-def served_size(height: int, width: int) -> tuple:
-    """The nearest sides divisible by `SIDE_MULTIPLE` (at least one multiple)."""
-    return tuple(max(SIDE_MULTIPLE, int(round(s / SIDE_MULTIPLE)) * SIDE_MULTIPLE) for s in (height, width))
-
-
-def _nearest(labels: np.ndarray, height: int, width: int) -> np.ndarray:
-    """Label map resized to ``(height, width)`` by nearest neighbour."""
-    rows = np.minimum((np.arange(height) + 0.5) * labels.shape[0] / height, labels.shape[0] - 1).astype(int)
-    cols = np.minimum((np.arange(width) + 0.5) * labels.shape[1] / width, labels.shape[1] - 1).astype(int)
-    return labels[rows][:, cols]
-
-
-def save_mask(labels: np.ndarray, path: str) -> str:
-    """Writes a label map as a palette PNG: each pixel's value is its class
-    id, shown in `PALETTE`'s colours (written atomically)."""
-    pil = extras.import_from("train", "PIL.Image", "writing masks")
-    image = pil.fromarray(labels.astype("uint8"), mode="P")
-    image.putpalette(PALETTE.flatten().tolist())
-    atomic_write(path, lambda tmp: image.save(tmp, format="PNG"))
-    return path
-
-
-def predict_masks(images: Sequence, model_path, masks_dir) -> list:
-    """Writes one mask PNG per image with a segmenter written by
-    `train_segmentation`.
-
-    Each image is read as training read canvases (raw pixels, the model's
-    channels), resized bilinearly to the nearest sides divisible by 32,
-    segmented, and its label map resized back (nearest) to the image's own
-    size.
-
-    Args:
-        images: image files.
-        model_path: the ``.keras`` segmenter.
-        masks_dir: where the masks go (created), named as the images.
-
-    Returns:
-        ``(mask path, {class name: fraction of pixels})`` per image.
-
-    Raises:
-        ValueError: bad files or a model that does not segment.
-    """
-    from keras_densenet.training import deploy
-
-    model = runtimes.load_keras_model(model_path)
-    if len(model.output_shape) != 4:
-        raise ValueError(f"model file {os.fspath(model_path)!r} classifies whole images: predict without --masks")
-    names = deploy.read_class_names_beside(model_path)
-    masks_dir = train_lib.prepare_output_dir(masks_dir)
-    out = []
-    for path, image in zip(images, deploy.read_images(images, model.input_shape[-1])):
-        h, w = image.shape[:2]
-        served = deploy.resize_to(image, served_size(h, w))
-        labels = _nearest(predict_labels(model, served[None])[0], h, w)
-        target = os.path.join(masks_dir, os.path.splitext(os.path.basename(os.fspath(path)))[0] + ".png")
-        counts = np.bincount(labels.ravel(), minlength=model.output_shape[-1]) / labels.size
-        shares = {(names[c] if names and c < len(names) else str(c)): float(counts[c]) for c in np.flatnonzero(counts)}
-        out.append((save_mask(labels, target), shares))
-    return out

@@ -42,17 +42,16 @@ import math
 import os
 import shutil
 import statistics
-import tempfile
 import time
 from typing import Optional, Sequence
 
 import keras
 
 from keras_densenet.core import extras
-from keras_densenet.core.files import atomic_path, atomic_write
+from keras_densenet.core.files import atomic_path, atomic_write, prepare_output_dir
 from keras_densenet.models import densenet
-from keras_densenet.training import cluster
-from keras_densenet.training import data as data_lib
+from keras_densenet.core import cluster
+from keras_densenet.data import datasets as data_lib
 from keras_densenet.training import distribute as distribute_lib
 
 # The options and their checks live in a keras-free module, so the CLI can
@@ -249,24 +248,6 @@ class CompileTimer(keras.callbacks.Callback):
             elif durations:
                 total += max(0.0, durations[0] - statistics.median(durations[1:]))
         return total
-
-
-def prepare_output_dir(output) -> str:
-    """Creates directory `output` and checks that files can be written there.
-
-    Raises:
-        ValueError: the directory cannot be created or is not writable.
-    """
-    output = os.fspath(output)
-    try:
-        os.makedirs(output, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=output):
-            pass
-    except OSError as e:
-        raise ValueError(
-            f"`output` directory {output!r} is not writable: {e.strerror or e}"
-        ) from None
-    return output
 
 
 class AtomicModelCheckpoint(keras.callbacks.ModelCheckpoint):

@@ -11,7 +11,7 @@ handwriting.
 
 Example:
 
->>> from keras_densenet.training import canvases
+>>> from keras_densenet.data import canvases
 >>> ds = canvases.digit_canvases(train=8, val=4, size=32, seed=0)
 >>> ds.x_train.shape, ds.y_train.shape, ds.class_names[:3]
 ((8, 32, 32, 1), (8, 32, 32), ['background', '0', '1'])
@@ -173,3 +173,15 @@ def check_label_maps(images: np.ndarray, labels: np.ndarray, classes: int, name:
     if labels.size and (labels.min() < 0 or labels.max() >= classes):
         bad = labels.min() if labels.min() < 0 else labels.max()
         raise ValueError(f"`{name}`: class ids must be in [0, {classes}); found {bad}")
+
+
+#: Background black, then ten well-separated colours (matplotlib's tab10).
+PALETTE = np.array(
+    [[0, 0, 0], [31, 119, 180], [255, 127, 14], [44, 160, 44], [214, 39, 40], [148, 103, 189],
+     [140, 86, 75], [227, 119, 194], [127, 127, 127], [188, 189, 34], [23, 190, 207]], "uint8"
+)
+
+
+def colorize(labels: np.ndarray) -> np.ndarray:
+    """``(h, w)`` class ids -> ``(h, w, 3)`` uint8 colours of `PALETTE`."""
+    return PALETTE[np.clip(labels, 0, len(PALETTE) - 1) % len(PALETTE)]

@@ -9,9 +9,9 @@ models. Use `native_densenet` to get torchvision's class when it imports.
 
 Example::
 
-    from keras_densenet.tools.torch_densenet import native_densenet
+    from keras_densenet.benchmarks.torch_densenet import native_densenet
     model, source = native_densenet((6, 12, 24, 16), growth_rate=32, num_init_features=64)
-    source  # "torchvision" or "keras_densenet.tools.torch_densenet"
+    source  # "torchvision" or "keras_densenet.benchmarks.torch_densenet"
 """
 
 from __future__ import annotations
@@ -125,7 +125,7 @@ def native_densenet(
 
     Returns:
         ``(model, source)``, source ``"torchvision"`` or
-        ``"keras_densenet.tools.torch_densenet"``.
+        ``"keras_densenet.benchmarks.torch_densenet"``.
     """
     kwargs = dict(
         growth_rate=growth_rate,

@@ -12,7 +12,7 @@ for this package's model (``ours``; on torch also ``ours_channels_first``,
 and ``ours_memory_efficient`` in training), keras.applications' DenseNet of
 the same variant (``keras_applications``, when it has one) and a native
 PyTorch DenseNet (``native``: torchvision's when it imports, else
-`keras_densenet.tools.torch_densenet`; ``native_memory_efficient`` in training;
+`keras_densenet.benchmarks.torch_densenet`; ``native_memory_efficient`` in training;
 ``native_channels_last`` on CUDA), whenever torch is installed. The batch is
 already on the device. Peak training memory beyond weights and optimizer
 state, per image, where the backend can tell: ``torch.cuda.max_memory_allocated``
@@ -20,13 +20,13 @@ state, per image, where the backend can tell: ``torch.cuda.max_memory_allocated`
 training step (``memory_analysis()``, JAX, any device) and
 ``tf.config.experimental.get_memory_info`` (TensorFlow on GPU).
 
-`keras_densenet.tools.bench` runs it in a fresh process per backend
+`keras_densenet.benchmarks.bench` runs it in a fresh process per backend
 (``keras-densenet bench --measure throughput``).
 
 Example::
 
     # KERAS_BACKEND=jax
-    from keras_densenet.tools import throughput
+    from keras_densenet.benchmarks import throughput
     result = throughput.measure("densenet121", image_size=64, batch_size=8, rounds=3)
     result["training"]["ours"]["images_per_s"]
 """
@@ -221,7 +221,7 @@ def _native_models(variant, training: bool) -> dict:
     torch = _torch()
     if torch is None:
         return {}
-    from keras_densenet.tools.torch_densenet import native_densenet
+    from keras_densenet.benchmarks.torch_densenet import native_densenet
 
     arch = _arch(variant)
     if arch.stem != "imagenet" or not arch.bottleneck or arch.compression != 0.5:

@@ -12,7 +12,7 @@ backend-agnostic).
 
 Example:
 
->>> from keras_densenet.training import export
+>>> from keras_densenet.deployment import export
 >>> export.backend_for("torch", active="torch")
 'torch'
 >>> report = export.export("run/model.keras", "litert", "model.tflite", quantize="int8")  # doctest: +SKIP
@@ -36,9 +36,9 @@ import numpy as np
 
 from keras_densenet.core import checks, extras
 from keras_densenet.core.files import atomic_write
-from keras_densenet.training import runtimes
-from keras_densenet.training.config import CLASS_NAMES_FILE
-from keras_densenet.training.data import load_digits_dataset
+from keras_densenet.deployment import runtimes
+from keras_densenet.data import datasets
+from keras_densenet.models import saved
 
 if TYPE_CHECKING:  # keras is imported lazily: the CLI sets the backend first
     import keras
@@ -169,7 +169,7 @@ def check_export(model_path, fmt: str, out, quantize: Optional[str] = None) -> N
         ValueError: naming the first bad argument.
     """
     checks.one_of("format", fmt, FORMATS)
-    runtimes.check_keras_file(model_path)
+    saved.check_keras_file(model_path)
     if quantize is not None:
         checks.one_of("quantize", quantize, QUANTIZATIONS)
         if fmt not in QUANTIZABLE:
@@ -253,8 +253,8 @@ def export(
 def _copy_class_names(model_path: str, out: str, say) -> None:
     """Puts the model's ``class_names.json`` beside the artifact, where
     ``predict`` looks for it (never over a different one)."""
-    source = os.path.join(os.path.dirname(model_path), CLASS_NAMES_FILE)
-    target = os.path.join(os.path.dirname(out), CLASS_NAMES_FILE)
+    source = os.path.join(os.path.dirname(model_path), datasets.CLASS_NAMES_FILE)
+    target = os.path.join(os.path.dirname(out), datasets.CLASS_NAMES_FILE)
     if not os.path.isfile(source) or os.path.abspath(source) == os.path.abspath(target):
         return
     with open(source, "rb") as f:
@@ -276,7 +276,7 @@ def _export_in_child(backend: str, args: dict) -> ExportReport:
     with tempfile.TemporaryDirectory() as tmp:
         report_path = os.path.join(tmp, "report.json")
         env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="3")
-        proc = subprocess.run([sys.executable, "-m", "keras_densenet.training.export", json.dumps(args), report_path],
+        proc = subprocess.run([sys.executable, "-m", "keras_densenet.deployment.export", json.dumps(args), report_path],
                               env=env, capture_output=True, text=True)
         if not os.path.isfile(report_path):
             tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
@@ -294,7 +294,7 @@ def export_here(model_path, fmt, out, quantize=None, data=None, seed=0, validati
     """`export` on the active backend (which must be able to write `fmt`)."""
     import keras
 
-    model = runtimes.load_keras_model(model_path)
+    model = saved.load_keras_model(model_path)
     split = _heldout_split(model, data, seed, validation_split, samples) if quantize else None
     staging = tempfile.mkdtemp(dir=os.path.dirname(out), prefix=f".{os.path.basename(out)}.")
     try:
@@ -487,12 +487,8 @@ def _heldout_split(model, data, seed: int, validation_split: float, samples: int
                          "its training size is unknown")
     channels = model.input_shape[-1]
     classes = model.output_shape[-1]
-    if data is None:
-        ds = load_digits_dataset(size[0], channels, validation_split, seed)
-        x_train, x_val, y_val = ds.x_train, ds.x_val, ds.y_val
-        names = ds.class_names
-    else:
-        x_train, x_val, y_val, names = _folder_split(data, size[0], channels, validation_split, seed, samples)
+    x_train, x_val, y_val, names = datasets.labelled_arrays(data, size[0], channels, validation_split, seed,
+                                                            train_limit=samples)
     if len(names) != classes:
         source = "the bundled digits" if data is None else repr(data)
         raise ValueError(f"`data`: the model has {classes} classes and {source} {len(names)}: "
@@ -500,15 +496,6 @@ def _heldout_split(model, data, seed: int, validation_split: float, samples: int
     rng = np.random.default_rng(seed)
     pick = rng.choice(len(x_train), size=min(samples, len(x_train)), replace=False)
     return x_train[pick].astype("float32"), x_val.astype("float32"), np.asarray(y_val)
-
-
-def _folder_split(data, size: int, channels: int, validation_split: float, seed: int, samples: int) -> tuple:
-    from keras_densenet.training.data import image_folder_datasets
-
-    train_ds, val_ds, names, _ = image_folder_datasets(data, size, 32, validation_split, seed, channels)
-    x_train = np.concatenate([x for x, _ in train_ds.take(-(-samples // 32))])
-    pairs = [(x, y) for x, y in val_ds]
-    return x_train, np.concatenate([x for x, _ in pairs]), np.concatenate([y for _, y in pairs]), names
 
 
 def _check_images(model, artifact, seed: int = 0) -> list:
@@ -548,7 +535,7 @@ def _check(model, artifact, report: ExportReport, split, max_drop: float) -> Non
 
 
 def _child_main(argv: list) -> int:
-    """``python -m keras_densenet.training.export ARGS_JSON REPORT_PATH``:
+    """``python -m keras_densenet.deployment.export ARGS_JSON REPORT_PATH``:
     `export_here` on the child's backend, its report (or error) as JSON."""
     args, report_path = json.loads(argv[0]), argv[1]
     try:

@@ -5,13 +5,13 @@ Images per second of one registered variant (default DenseNet-121,
 
 * Keras ``predict_on_batch`` on each backend (``keras_tensorflow``,
   ``keras_jax``, ``keras_torch``), loading the benchmark's ``.keras`` file;
-* its serving artifacts (`keras_densenet.training.export.write_artifact`),
-  run by `keras_densenet.training.runtimes.open_artifact`: LiteRT float32
+* its serving artifacts (`keras_densenet.deployment.export.write_artifact`),
+  run by `keras_densenet.deployment.runtimes.open_artifact`: LiteRT float32
   and int8 (``litert``, ``litert_int8``), OpenVINO float32 and int8 through
   NNCF (``openvino``, ``openvino_int8``), ONNX Runtime (``onnx``) and
   ``torch.export`` (``torch_export``);
 * native PyTorch eager (``native_torch``): the same architecture as a
-  ``torch.nn.Module`` (`keras_densenet.tools.torch_densenet`), ``eval()``,
+  ``torch.nn.Module`` (`keras_densenet.benchmarks.torch_densenet`), ``eval()``,
   ``torch.no_grad()``, channels-first input. The table's ratios are to it.
 
 Preparation builds the variant with random weights (seeded), saves it as a
@@ -56,7 +56,7 @@ from typing import Optional
 
 from keras_densenet.core import backends as backends_lib
 from keras_densenet.core import extras, registry
-from keras_densenet.training import export, runtimes
+from keras_densenet.deployment import export, runtimes
 
 #: Every candidate, in table order.
 CANDIDATES = ("keras_tensorflow", "keras_jax", "keras_torch", "litert", "litert_int8", "openvino",
@@ -107,7 +107,7 @@ MANIFEST = "manifest.json"
 
 @dataclasses.dataclass(frozen=True)
 class Setup:
-    """What one run measures (from `keras_densenet.tools.bench.BenchOptions`)."""
+    """What one run measures (from `keras_densenet.benchmarks.bench.BenchOptions`)."""
 
     variant: str
     size: int
@@ -142,7 +142,7 @@ def native_module(variant: str):
     ImageNet stem where the variant has it."""
     from torch import nn
 
-    from keras_densenet.tools.torch_densenet import native_densenet
+    from keras_densenet.benchmarks.torch_densenet import native_densenet
 
     spec = registry.get_variant(variant)
     arch = spec.arch
@@ -557,7 +557,7 @@ def measure(options, out) -> dict:
     """The ``runtimes`` measure: prints the table, returns the JSON result.
 
     Args:
-        options: a `keras_densenet.tools.bench.BenchOptions`.
+        options: a `keras_densenet.benchmarks.bench.BenchOptions`.
         out: a text stream.
 
     Returns:
@@ -591,5 +591,5 @@ def measure(options, out) -> dict:
     return result
 
 
-if __name__ == "__main__":  # child: python -m keras_densenet.tools.runtime_bench '{json job}'
+if __name__ == "__main__":  # child: python -m keras_densenet.benchmarks.runtime_bench '{json job}'
     print(_RESULT + json.dumps(_child(json.loads(sys.argv[1]))), flush=True)

@@ -11,7 +11,7 @@ with Pillow once: unreadable files are skipped with a warning and counted.
 
 Example:
 
->>> from keras_densenet.training import data
+>>> from keras_densenet.data import datasets as data
 >>> ds = data.load_digits_dataset(image_size=32, validation_split=0.2, seed=0)
 >>> ds.x_train.shape, ds.x_val.shape, ds.class_names[:3]
 ((1437, 32, 32, 1), (360, 32, 32, 1), ['0', '1', '2'])
@@ -30,7 +30,7 @@ from typing import Optional
 import numpy as np
 
 from keras_densenet.core import checks, extras
-from keras_densenet.training import cluster
+from keras_densenet.core import cluster
 
 #: Smallest input side the trainer accepts: the digits' own 8x8 scans. A
 #: model may need more (its total stride, e.g. 32 for DenseNet-121; see
@@ -38,6 +38,8 @@ from keras_densenet.training import cluster
 MIN_IMAGE_SIZE = 8
 #: File endings `keras.utils.image_dataset_from_directory` reads.
 IMAGE_SUFFIXES = (".bmp", ".gif", ".jpeg", ".jpg", ".png")
+#: The class names of a trained model, one per output, as JSON beside it.
+CLASS_NAMES_FILE = "class_names.json"
 
 
 class DataWarning(UserWarning):
@@ -493,3 +495,32 @@ def process_share(dataset, count: int, batch_size: int, num_processes: int, proc
             "use more data or fewer devices"
         )
     return dataset.unbatch().shard(num_processes, process_id).take(size).batch(batch_size)
+
+
+def labelled_arrays(data, image_size: int, channels: int, validation_split: float, seed: int,
+                    train_limit: Optional[int] = None) -> tuple:
+    """One split as arrays, as `train` splits it: the bundled digits when
+    `data` is None, else the image folder `data`.
+
+    Args:
+        data: None, or an image folder (one sub-folder per class).
+        image_size: square side the images are resized to.
+        channels: 1 or 3.
+        validation_split: held-out fraction.
+        seed: the split's seed (the same split as ``train --seed``).
+        train_limit: at most about this many training images (whole
+            batches of 32) from a folder; None for all.
+
+    Returns:
+        ``(x_train, x_val, y_val, class_names)``: float32 pixel values in
+        [0, 255], channels last.
+    """
+    if data is None:
+        ds = load_digits_dataset(image_size, channels, validation_split, seed)
+        return ds.x_train, ds.x_val, ds.y_val, ds.class_names
+    train_ds, val_ds, names, _ = image_folder_datasets(data, image_size, 32, validation_split, seed, channels)
+    if train_limit is not None:
+        train_ds = train_ds.take(-(-train_limit // 32))
+    x_train = np.concatenate([x for x, _ in train_ds])
+    pairs = [(x, y) for x, y in val_ds]
+    return x_train, np.concatenate([x for x, _ in pairs]), np.concatenate([y for _, y in pairs]), names

@@ -1,10 +1,10 @@
 """Inference: what ``keras-densenet predict`` runs, on ``.keras`` models and
-on the serving artifacts ``export`` writes (`keras_densenet.training.export`,
+on the serving artifacts ``export`` writes (`keras_densenet.deployment.export`,
 also reachable here as `deploy.export`).
 
 Example:
 
->>> from keras_densenet.training import deploy
+>>> from keras_densenet.deployment import predict as deploy
 >>> deploy.predict(["cat.jpg"], arch="densenet121", weights="imagenet", top=3)  # doctest: +SKIP
 [[('n02123045', 'tabby', 0.52), ...]]
 """
@@ -18,10 +18,9 @@ from typing import Optional, Sequence
 import numpy as np
 
 from keras_densenet.core import checks, extras, registry
-from keras_densenet.training import runtimes
-from keras_densenet.training.config import CLASS_NAMES_FILE
-from keras_densenet.training.data import resize_images
-from keras_densenet.training.export import export  # noqa: F401  (the library's deploy.export)
+from keras_densenet.deployment import runtimes
+from keras_densenet.data.datasets import CLASS_NAMES_FILE, resize_images
+from keras_densenet.models import saved
 
 #: Classes per image that `predict` returns by default.
 DEFAULT_TOP = 5
@@ -232,7 +231,7 @@ def predict(
             artifact = runtimes.open_artifact(model_path, trust_pickle=trust_pickle)
             arrays = read_images(images, _artifact_channels(model_path, artifact.input_shape))
             return _top_k(_serve(artifact, artifact.input_shape, arrays), names, top)
-        model = runtimes.load_keras_model(model_path)
+        model = saved.load_keras_model(model_path)
         if len(model.output_shape) == 4:
             raise ValueError(f"model file {os.fspath(model_path)!r} segments images (a class per pixel): "
                              "give --masks DIR to write a mask per image")

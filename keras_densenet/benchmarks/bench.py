@@ -20,7 +20,7 @@ The measures (the first three: standard vs ``memory_efficient=True``):
 * ``throughput``: inference and training images/s of this package's model
   against keras.applications' DenseNet and a native PyTorch DenseNet, in
   alternating rounds in one process per backend, with peak training memory
-  where the backend reports it (`keras_densenet.tools.throughput`).
+  where the backend reports it (`keras_densenet.benchmarks.throughput`).
 * ``step``: milliseconds per ``train_on_batch`` step of the model
   ``keras-densenet train`` fits by default (`training.train.build_classifier`
   on the `TrainConfig` defaults: DenseNet-BC depth 22, k=12, batch 32, AdamW),
@@ -31,7 +31,7 @@ The measures (the first three: standard vs ``memory_efficient=True``):
   ``predict_on_batch`` on each backend, its LiteRT, OpenVINO (float32 and
   int8), ONNX Runtime and ``torch.export`` artifacts, and native PyTorch
   eager, each candidate in a fresh process per alternating round
-  (`keras_densenet.tools.runtime_bench`).
+  (`keras_densenet.benchmarks.runtime_bench`).
 
 What each measure runs on is a `BenchOptions`.
 
@@ -60,9 +60,9 @@ from typing import Optional, Sequence, Tuple
 from keras_densenet.core import backends as backends_lib
 from keras_densenet.core import checks, internals, registry
 from keras_densenet.core.files import atomic_write
-from keras_densenet.tools import runtime_bench
+from keras_densenet.benchmarks import runtime_bench
 from keras_densenet.training import config
-from keras_densenet.training import data as data_lib
+from keras_densenet.data import datasets as data_lib
 
 MEASURES = ("activations", "time", "rss", "throughput", "build", "step", "runtimes")
 #: What runs when no measure is named (throughput is long: ask for it).
@@ -101,7 +101,7 @@ def residual_bytes(model, batch_size: int) -> int:
 
         # KERAS_BACKEND=jax
         import keras_densenet
-        from keras_densenet.tools.bench import residual_bytes
+        from keras_densenet.benchmarks.bench import residual_bytes
         residual_bytes(keras_densenet.DenseNetBC(40, 12), batch_size=1)
     """
     import jax
@@ -221,7 +221,7 @@ def train_step_ms(image_size: int, steps: int, warmup: int = STEP_WARMUP) -> dic
     import keras
     import numpy as np
 
-    from keras_densenet.tools import throughput
+    from keras_densenet.benchmarks import throughput
     from keras_densenet.training import train as train_lib
 
     cfg = dataclasses.replace(TRAIN_DEFAULTS, image_size=image_size)
@@ -244,7 +244,7 @@ def _worker(job: dict) -> dict:
     if kind == "build":
         return {"seconds": build_seconds(**job)}
     if kind == "throughput":
-        from keras_densenet.tools import throughput
+        from keras_densenet.benchmarks import throughput
 
         return throughput.measure(job.pop("variant"), **job)
     if kind == "activations":
@@ -266,7 +266,7 @@ def _spawn(backend: str, job: dict, onednn: Optional[str] = None) -> dict:
         if ONEDNN[onednn] is not None:
             env["TF_ENABLE_ONEDNN_OPTS"] = ONEDNN[onednn]
     proc = subprocess.run(
-        [sys.executable, "-m", "keras_densenet.tools.bench", json.dumps(job)],
+        [sys.executable, "-m", "keras_densenet.benchmarks.bench", json.dumps(job)],
         env=env,
         capture_output=True,
         text=True,
@@ -574,7 +574,7 @@ def run(
 
     Example::
 
-        from keras_densenet.tools import bench
+        from keras_densenet.benchmarks import bench
         bench.run(["time"], bench.BenchOptions(backends=["jax"], steps=3))
         bench.run(["step"], bench.BenchOptions(backends=["jax"], step_sizes=[32], step_count=5))
     """
@@ -630,5 +630,5 @@ def write_json(results: dict, path: str) -> None:
     atomic_write(os.path.abspath(path), write)
 
 
-if __name__ == "__main__":  # worker: python -m keras_densenet.tools.bench '{json job}'
+if __name__ == "__main__":  # worker: python -m keras_densenet.benchmarks.bench '{json job}'
     print(json.dumps(_worker(json.loads(sys.argv[1]))))

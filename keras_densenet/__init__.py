@@ -14,7 +14,7 @@ import importlib.abc
 import importlib.util
 import sys
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 # Public name -> defining module. Importing keras fixes its backend, so the
 # package imports its modules lazily (PEP 562): `keras-densenet --backend jax`
@@ -28,14 +28,16 @@ _EXPORTS = {
     "DenseNet264": "models.densenet",
     "DenseNetBC": "models.densenet",
     "build": "models.densenet",
-    "multiscale_features": "models.densenet",
+    "multiscale_features": "models.features",
     "FCDenseNet": "models.fcdensenet",
     "FCDenseNet56": "models.fcdensenet",
     "FCDenseNet67": "models.fcdensenet",
     "FCDenseNet103": "models.fcdensenet",
-    "segmentation_head": "models.fcdensenet",
+    "segmentation_head": "models.segmentation",
     "PixelCrossentropy": "layers.losses",
     "convert_checkpoint": "tools.convert",
+    "load_preset": "weights.presets",
+    "save_preset": "hub.save",
     "decode_predictions": "models.imagenet",
     "preprocess_input": "models.imagenet",
     "VARIANTS": "core.registry",

@@ -1,75 +1,73 @@
-"""CPU inference by runtime: ``keras-densenet bench --measure runtimes``.
+"""CPU inference by runtime: ``keras-densenet bench runtimes``.
 
 Images per second of one registered variant (default DenseNet-121,
 224x224, batch 16) through every way this package can run it on a CPU:
 
 * Keras ``predict_on_batch`` on each backend (``keras_tensorflow``,
   ``keras_jax``, ``keras_torch``), loading the benchmark's ``.keras`` file;
-* its serving artifacts (`keras_densenet.deployment.export.write_artifact`),
-  run by `keras_densenet.deployment.runtimes.open_artifact`: LiteRT float32
-  and int8 (``litert``, ``litert_int8``), OpenVINO float32 and int8 through
-  NNCF (``openvino``, ``openvino_int8``), ONNX Runtime (``onnx``) and
+* its serving artifacts (`keras_densenet.deployment.writers`), run by
+  `keras_densenet.deployment.runtimes.open_artifact`: LiteRT float32 and
+  int8 (``litert``, ``litert_int8``), OpenVINO float32 and int8 through NNCF
+  (``openvino``, ``openvino_int8``), ONNX Runtime (``onnx``) and
   ``torch.export`` (``torch_export``);
 * native PyTorch eager (``native_torch``): the same architecture as a
   ``torch.nn.Module`` (`keras_densenet.benchmarks.torch_densenet`), ``eval()``,
   ``torch.no_grad()``, channels-first input. The table's ratios are to it.
 
-Preparation builds the variant with random weights (seeded), saves it as a
-``.keras`` file and writes each artifact under a backend that can write it
-(`export.backend_for`), one child process per writing backend. int8
-artifacts are calibrated on `CALIBRATION_IMAGES` random images: the figures
-are speed only (int8 accuracy is checked on the digits by ``keras-densenet
-export --quantize int8``).
+This module plans, runs and reports; each job runs in a child process of
+`keras_densenet.benchmarks.runtime_worker`, which measures. Preparation
+writes the ``.keras`` file and each artifact under a backend that can write
+it (`writers.backend_for`), one child process per writing backend; int8
+artifacts are calibrated on random images, so the figures are speed only
+(int8 accuracy is checked on the digits by ``keras-densenet export
+--quantize int8``).
 
 Timing runs every candidate in a fresh process per round, rounds
 alternating over the candidates (so no two thread pools ever share the
-CPUs, and load changes hit all alike): load, `WARMUP_CALLS` untimed calls,
-then `iters` timed calls on one fixed random batch; images/s is
-``batch * iters / seconds``. Every candidate runs on the same thread count:
-each runtime's own setting (``num_threads``, ``INFERENCE_NUM_THREADS``,
-``intra_op_num_threads``, ``torch.set_num_threads``, TensorFlow's intra-op
-pool), ``OMP_NUM_THREADS``, and with fewer threads than CPUs the process's
-CPU affinity (XLA has no thread setting).
+CPUs, and load changes hit all alike), all on the same thread count
+(``OMP_NUM_THREADS`` here, each runtime's own setting in the worker);
+images/s is ``batch * iters / seconds``.
 
 A candidate whose package is missing is skipped with its reason; one that
 fails prints its error in one line and the others go on.
 
 Example::
 
-    keras-densenet bench --measure runtimes --json runtimes.json
-    keras-densenet bench --measure runtimes --runtimes-candidates onnx,openvino,native_torch \\
-        --runtimes-size 64 --rounds 3 --iters 3
+    keras-densenet bench runtimes --json runtimes.json
+    keras-densenet bench runtimes --candidates onnx,openvino,native_torch \\
+        --size 64 --rounds 3 --iters 3
 """
 
 from __future__ import annotations
 
 import dataclasses
-import importlib.metadata
 import json
 import os
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from typing import Optional
 
+from keras_densenet.benchmarks import runtime_worker
+from keras_densenet.benchmarks.runtime_worker import (
+    ARTIFACTS,
+    CALIBRATION_IMAGES,
+    KERAS_PREFIX,
+    NATIVE,
+    RESULT_PREFIX,
+    SEED,
+    WARMUP_CALLS,
+    artifact_path,
+)
 from keras_densenet.core import backends as backends_lib
 from keras_densenet.core import extras, registry
-from keras_densenet.deployment import export, runtimes
+from keras_densenet.deployment import runtimes, writers
 
 #: Every candidate, in table order.
 CANDIDATES = ("keras_tensorflow", "keras_jax", "keras_torch", "litert", "litert_int8", "openvino",
               "openvino_int8", "onnx", "torch_export", "native_torch")
-#: The candidate the ratios are to.
-NATIVE = "native_torch"
-KERAS_PREFIX = "keras_"
-#: Artifact candidate -> (`export` format, int8).
-ARTIFACTS = {
-    "litert": ("litert", False), "litert_int8": ("litert", True), "openvino": ("openvino", False),
-    "openvino_int8": ("openvino", True), "onnx": ("onnx", False), "torch_export": ("torch", False),
-}
-#: Modules a candidate needs beyond its writing backend's (`export.WRITERS`):
+#: Modules a candidate needs beyond its writing backend's (`writers.WRITERS`):
 #: its runtime, and what int8 quantization imports.
 RUNTIME_MODULES = {
     "litert": ("ai_edge_litert",), "litert_int8": ("ai_edge_litert", "tensorflow"), "openvino": ("openvino",),
@@ -83,26 +81,19 @@ LABELS = {
     "openvino": "OpenVINO float32", "openvino_int8": "OpenVINO int8 (NNCF)", "onnx": "ONNX Runtime float32",
     "torch_export": "torch.export float32", "native_torch": "PyTorch eager float32",
 }
-#: Pip distribution whose version each runtime reports (JSON ``version``).
-DISTRIBUTIONS = {"litert": "ai-edge-litert", "openvino": "openvino", "onnx": "onnxruntime", "torch": "torch"}
 #: Backends that build the model and write the artifacts, by preference:
 #: TensorFlow writes LiteRT, OpenVINO and ONNX (tf2onnx) itself; JAX's ONNX
 #: exporter wrote a MaxPool that ONNX Runtime refused ("Unsupported pooling
-#: size"). The others go to `export.backend_for`'s choice.
+#: size"). The others go to `writers.backend_for`'s choice.
 WRITER_PREFERENCE = ("tensorflow", "torch", "jax")
-#: Untimed calls in each process before timing (graph compilation, caches).
-WARMUP_CALLS = 2
-#: Random images the int8 artifacts are calibrated on (speed figures only).
-CALIBRATION_IMAGES = 32
-#: Seed of the weights, the calibration images and the timed batch.
-SEED = 0
 #: A child process running longer than this is stopped and reported.
 CHILD_TIMEOUT_S = 3600
 MB = 1e6
-#: Prefix of the child's result line (runtimes may print to stdout too).
-_RESULT = "runtime-bench-result: "
-#: Describes the --runtimes-dir content, so a later run reuses what matches.
+#: Describes the `bench runtimes --dir` content, so a later run reuses what matches.
 MANIFEST = "manifest.json"
+
+
+# --- planning ----------------------------------------------------------------------
 
 
 @dataclasses.dataclass(frozen=True)
@@ -128,35 +119,15 @@ def native_skip_reason(variant: str) -> Optional[str]:
 
     torchvision's DenseNet is the DenseNet-BC family (bottleneck layers,
     transitions halving the channels); the CIFAR stem is swapped in
-    (`native_module`)."""
+    (`runtime_worker.native_module`)."""
     arch = registry.get_variant(variant).arch
     if not arch.bottleneck or arch.compression != 0.5:
         return f"{variant} is not a DenseNet-BC with compression 0.5, as torchvision's DenseNet is"
     return None
 
 
-def native_module(variant: str):
-    """``(torch module, source)``: `variant` as native PyTorch (random weights).
-
-    The CIFAR stem (one 3x3 conv, stride 1, no bias) replaces torchvision's
-    ImageNet stem where the variant has it."""
-    from torch import nn
-
-    from keras_densenet.benchmarks.torch_densenet import native_densenet
-
-    spec = registry.get_variant(variant)
-    arch = spec.arch
-    module, source = native_densenet(arch.blocks, arch.growth_rate, arch.num_init_features, arch.bn_size,
-                                     num_classes=spec.classes)
-    if arch.stem == "cifar":
-        module.features.conv0 = nn.Conv2d(3, arch.num_init_features, 3, padding=1, bias=False)
-        for name in ("norm0", "relu0", "pool0"):
-            setattr(module.features, name, nn.Identity())
-    return module, source
-
-
 #: The pip extra of each module a candidate needs: the writers' and the runtimes'.
-MODULE_EXTRAS = {**export.MODULE_EXTRAS, **{m.split(".")[0]: extra for extra, m in runtimes.RUNTIMES.values()}}
+MODULE_EXTRAS = {**writers.MODULE_EXTRAS, **{m.split(".")[0]: extra for extra, m in runtimes.RUNTIMES.values()}}
 
 
 def _missing_line(modules) -> str:
@@ -197,18 +168,13 @@ def plan(options) -> tuple:
             runnable[name] = None
         else:
             try:
-                runnable[name] = export.backend_for(ARTIFACTS[name][0], active=builder)
+                runnable[name] = writers.backend_for(ARTIFACTS[name][0], active=builder)
             except ValueError as e:  # no installed backend writes the format
                 skipped[name] = str(e)
     return runnable, skipped
 
 
-# --- child processes ---------------------------------------------------------
-
-
-def _one_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return f"{type(error).__name__}: {text.splitlines()[0][:300]}" if text else type(error).__name__
+# --- child processes -----------------------------------------------------------
 
 
 def _thread_env(threads: int) -> dict:
@@ -218,163 +184,24 @@ def _thread_env(threads: int) -> dict:
 
 
 def spawn(job: dict, backend: Optional[str], threads: int) -> dict:
-    """`_child(job)` in a fresh process; ``{"error": one line}`` when it fails."""
+    """`runtime_worker.run_job(job)` in a fresh process (on `backend`, when
+    given); ``{"error": one line}`` when the process fails."""
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", XLA_PYTHON_CLIENT_PREALLOCATE="false", **_thread_env(threads))
     if backend is not None:
         env["KERAS_BACKEND"] = backend
     try:
-        proc = subprocess.run([sys.executable, "-m", __name__, json.dumps(job)], env=env, capture_output=True,
-                              text=True, timeout=CHILD_TIMEOUT_S, check=False)
+        proc = subprocess.run([sys.executable, "-m", runtime_worker.__name__, json.dumps(job)], env=env,
+                              capture_output=True, text=True, timeout=CHILD_TIMEOUT_S, check=False)
     except subprocess.TimeoutExpired:
         return {"error": f"stopped after {CHILD_TIMEOUT_S} s"}
-    lines = [line[len(_RESULT):] for line in proc.stdout.splitlines() if line.startswith(_RESULT)]
+    lines = [line[len(RESULT_PREFIX):] for line in proc.stdout.splitlines() if line.startswith(RESULT_PREFIX)]
     if not lines:
         tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
         return {"error": f"exit {proc.returncode}: {tail[:300]}"}
     return json.loads(lines[-1])
 
 
-def _pin_cpus(threads: int) -> None:
-    """Keeps this process on `threads` CPUs, so runtimes without a thread
-    option (XLA) use no more."""
-    if hasattr(os, "sched_setaffinity") and threads < len(os.sched_getaffinity(0)):
-        os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[:threads])
-
-
-def _random_images(n: int, size: int, seed: int):
-    import numpy as np
-
-    return np.random.default_rng(seed).uniform(-1, 1, (n, size, size, 3)).astype("float32")
-
-
-def _write_one(model, name: str, path: str, calibration) -> None:
-    """Writes candidate `name`'s artifact; OpenVINO int8 quantizes the float
-    ``.xml`` (written first when absent)."""
-    fmt, int8 = ARTIFACTS[name]
-    float_path = None
-    if int8 and fmt == "openvino":
-        float_path = artifact_path(os.path.dirname(path), "openvino")
-        if not os.path.isfile(float_path):
-            export.write_artifact(model, fmt, float_path)
-    export.write_artifact(model, fmt, path, calibration=calibration if int8 else None, float_path=float_path)
-
-
-def prepare_here(job: dict) -> dict:
-    """In a child: builds (or loads) the ``.keras`` file and writes
-    ``job["artifacts"]`` ({candidate: path}) on this process's backend.
-
-    Returns:
-        ``{candidate: {"bytes": n} or {"error": one line}}``, with
-        ``"keras"`` when the model was built here.
-    """
-    import keras
-
-    from keras_densenet.models import densenet
-
-    results = {}
-    if job["build"]:
-        keras.utils.set_random_seed(SEED)
-        model = densenet.build(job["variant"], input_shape=(job["size"], job["size"], 3))
-        model.save(job["keras_path"])
-        results["keras"] = {"bytes": export.artifact_bytes(job["keras_path"])}
-    else:
-        model = runtimes.load_keras_model(job["keras_path"])
-    calibration = _random_images(CALIBRATION_IMAGES, job["size"], SEED + 1)
-    for name, path in job["artifacts"].items():
-        try:
-            _write_one(model, name, path, calibration)
-            results[name] = {"bytes": export.artifact_bytes(path)}
-        except Exception as e:  # noqa: BLE001 - reported, the other artifacts go on
-            results[name] = {"error": _one_line(e)}
-    return results
-
-
-def _version(distribution: str) -> Optional[str]:
-    try:
-        return importlib.metadata.version(distribution)
-    except importlib.metadata.PackageNotFoundError:
-        return None
-
-
-def _keras_call(job: dict, x):
-    import keras
-
-    backend = keras.backend.backend()
-    if backend == "tensorflow":
-        import tensorflow as tf
-
-        tf.config.threading.set_intra_op_parallelism_threads(job["threads"])
-    elif backend == "torch":
-        import torch
-
-        torch.set_num_threads(job["threads"])
-    model = runtimes.load_keras_model(job["path"])
-    version = getattr(sys.modules[backend], "__version__", None)
-    return (lambda: model.predict_on_batch(x)), f"keras {keras.__version__}, {backend} {version}"
-
-
-def _native_call(job: dict, x):
-    import numpy as np
-    import torch
-
-    torch.set_num_threads(job["threads"])
-    module, source = native_module(job["variant"])
-    module.eval()
-    channels_first = torch.from_numpy(np.ascontiguousarray(np.transpose(x, (0, 3, 1, 2))))
-
-    def call():
-        with torch.no_grad():
-            return module(channels_first)
-
-    return call, f"torch {torch.__version__} ({source})"
-
-
-def _artifact_call(job: dict, x):
-    # Every artifact here was written by this benchmark: .pt2 files may be unpickled.
-    artifact = runtimes.open_artifact(job["path"], threads=job["threads"], trust_pickle=True)
-    dist = DISTRIBUTIONS[artifact.format]
-    return (lambda: artifact(x)), f"{dist} {_version(dist)}"
-
-
-def time_here(job: dict) -> dict:
-    """In a child: loads candidate ``job["candidate"]``, runs `WARMUP_CALLS`
-    calls, then times ``job["iters"]`` calls on one random batch.
-
-    Returns:
-        ``{"images_per_s", "seconds", "load_s", "version"}``.
-    """
-    _pin_cpus(job["threads"])
-    x = _random_images(job["batch"], job["size"], SEED)
-    name = job["candidate"]
-    start = time.perf_counter()
-    opener = _keras_call if name.startswith(KERAS_PREFIX) else _native_call if name == NATIVE else _artifact_call
-    call, version = opener(job, x)
-    load_s = time.perf_counter() - start
-    for _ in range(WARMUP_CALLS):
-        call()
-    start = time.perf_counter()
-    for _ in range(job["iters"]):
-        call()
-    seconds = time.perf_counter() - start
-    return {"images_per_s": job["batch"] * job["iters"] / seconds, "seconds": seconds, "load_s": load_s,
-            "version": version}
-
-
-def _child(job: dict) -> dict:
-    try:
-        return prepare_here(job) if job["job"] == "prepare" else time_here(job)
-    except Exception as e:  # noqa: BLE001 - the parent prints it in one line
-        return {"error": _one_line(e)}
-
-
-# --- the parent: preparation, rounds, table ------------------------------------
-
-
-def artifact_path(directory: str, name: str) -> str:
-    """Where candidate `name`'s artifact lives in `directory`:
-    ``model.onnx``, ``model_int8.tflite``..."""
-    fmt, int8 = ARTIFACTS[name]
-    return os.path.join(directory, ("model_int8" if int8 else "model") + runtimes.SUFFIXES[fmt])
+# --- preparation: the .keras file and the artifacts ---------------------------
 
 
 def _manifest_config(setup: Setup) -> dict:
@@ -408,12 +235,12 @@ def prepare(runnable: dict, builder: str, setup: Setup, directory: str, say) -> 
         return {}, {}
     files, failed = _reusable(directory, setup), {}
     keras_path = os.path.join(directory, "model.keras")
-    writers = {builder: {}}  # backend -> {candidate: path}; the builder first, it makes the model
+    by_backend = {builder: {}}  # backend -> {candidate: path}; the builder first, it makes the model
     for name, backend in runnable.items():
         if name in ARTIFACTS and name not in files:
-            writers.setdefault(backend, {})[name] = artifact_path(directory, name)
+            by_backend.setdefault(backend, {})[name] = artifact_path(directory, name)
     _remove_stale(directory, files)
-    for backend, todo in writers.items():
+    for backend, todo in by_backend.items():
         build = "keras" not in files
         if not todo and not build:
             continue
@@ -450,6 +277,9 @@ def _write_manifest(directory: str, setup: Setup, files: dict) -> None:
         json.dump({"config": _manifest_config(setup), "files": files}, f, indent=1)
 
 
+# --- timed rounds ------------------------------------------------------------------
+
+
 def _job(name: str, setup: Setup, files: dict) -> Optional[dict]:
     """The timing job of candidate `name` (``None``: its file is missing)."""
     key = "keras" if name.startswith(KERAS_PREFIX) else name
@@ -483,6 +313,9 @@ def timed_rounds(jobs: dict, setup: Setup, say) -> tuple:
             timings[name]["load_s"].append(result["load_s"])
             timings[name]["version"] = result["version"]
     return {n: t for n, t in timings.items() if n not in failed}, failed
+
+
+# --- the report --------------------------------------------------------------------
 
 
 def _rows(timings: dict, files: dict) -> dict:
@@ -537,6 +370,9 @@ def print_table(result: dict, out) -> None:
     print(f"(machine: {m['cpu']}, {m['cpu_count']} cores, AVX-512: {avx}{load})", file=out, flush=True)
 
 
+# --- the measure ---------------------------------------------------------------------
+
+
 def _run_in(directory: str, setup: Setup, runnable: dict, builder: str, say) -> tuple:
     """Preparation then the timed rounds; ``(rows, failed)``."""
     files, failed = prepare(runnable, builder, setup, directory, say)
@@ -589,7 +425,3 @@ def measure(options, out) -> dict:
               "failed": failed}
     print_table(result, out)
     return result
-
-
-if __name__ == "__main__":  # child: python -m keras_densenet.benchmarks.runtime_bench '{json job}'
-    print(_RESULT + json.dumps(_child(json.loads(sys.argv[1]))), flush=True)

@@ -21,7 +21,7 @@ training step (``memory_analysis()``, JAX, any device) and
 ``tf.config.experimental.get_memory_info`` (TensorFlow on GPU).
 
 `keras_densenet.benchmarks.bench` runs it in a fresh process per backend
-(``keras-densenet bench --measure throughput``).
+(``keras-densenet bench throughput``).
 
 Example::
 

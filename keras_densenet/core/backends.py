@@ -2,7 +2,7 @@
 
 Keras fixes its backend when it is imported: ``$KERAS_BACKEND``, else the
 ``backend`` of ``~/.keras/keras.json``, else TensorFlow. On a machine that has
-only JAX (README command 1 installs just that), the fallback crashes with
+only JAX (the digits quick start installs just that), the fallback crashes with
 ``ModuleNotFoundError: tensorflow``, and keras itself writes ``"tensorflow"``
 into a new ``keras.json`` whatever backend it ran on. The CLI therefore
 resolves the backend itself before importing keras (`choose`).
@@ -48,10 +48,10 @@ def cpu_info() -> dict:
             lines = f.readlines()
     except OSError:
         return info
-    names = [l.split(":", 1)[1].strip() for l in lines if l.startswith("model name")]
+    names = [line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")]
     if names:
         info["cpu"] = names[0]
-    flags = next((l.split(":", 1)[1].split() for l in lines if l.startswith("flags")), None)
+    flags = next((line.split(":", 1)[1].split() for line in lines if line.startswith("flags")), None)
     if flags is not None:
         info["avx512"] = AVX512_FLAG in flags
     return info
@@ -61,7 +61,7 @@ def enable_onednn(environ=None) -> Optional[str]:
     """Turns TensorFlow's oneDNN CPU kernels on, unless ``$TF_ENABLE_ONEDNN_OPTS`` is set.
 
     TensorFlow enables them by default only on CPUs with AVX-512; on others
-    the main job's training step ran 1.55x faster with them (2-core AMD EPYC,
+    the digits quick start's training step ran 1.55x faster with them (2-core AMD EPYC,
     AVX2). They may round differently, so when this changes TensorFlow's
     default the returned note says so (the CLI prints it); otherwise None.
     Call it before TensorFlow is imported.

@@ -20,11 +20,11 @@ epoch.
 
 Example:
 
->>> job = job_from_environment({"KERAS_DISTRIBUTION_JOB_ADDRESSES": "10.0.0.1:1234",
+>>> job = job_from_environment({"KERAS_DISTRIBUTION_JOB_ADDRESSES": "192.0.2.1:1234",
 ...                             "KERAS_DISTRIBUTION_NUM_PROCESSES": "2",
 ...                             "KERAS_DISTRIBUTION_PROCESS_ID": "1"})
 >>> job.describe()
-'process 1 of 2 (coordinator 10.0.0.1:1234)'
+'process 1 of 2 (coordinator 192.0.2.1:1234)'
 >>> shard_indices(10, num_processes=2, process_id=1, seed=0, multiple=2)
 array([6, 7, 5, 0])
 """
@@ -46,7 +46,10 @@ JOB_VARIABLES = (JOB_ADDRESSES, NUM_PROCESSES, PROCESS_ID)
 #: How long a process waits for the whole job to connect before it gives up
 #: (JAX's own default is 300 s); `train --connect-timeout` changes it.
 DEFAULT_CONNECT_TIMEOUT_S = 120
-_ADDRESS = re.compile(r"^\[?[A-Za-z0-9_.:-]+?\]?:\d{1,5}$")
+_ADDRESS = re.compile(r"^\[?[A-Za-z0-9_.:-]+?\]?:(?P<port>\d{1,5})$")
+#: Process counts and ids: ASCII digits, at most this many (int() would
+#: also take "1_000", " 2 ", Arabic-Indic digits and thousands of digits).
+_MAX_DIGITS = 6
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,13 +80,16 @@ class MultiProcessJob:
 
 
 def _integer(name: str, text: str, minimum: int) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = None
-    if value is None or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}. Received: {name}={text!r}")
-    return value
+    digits = text.strip()
+    if not (digits.isascii() and digits.isdigit() and len(digits) <= _MAX_DIGITS) or int(digits) < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum} (at most {_MAX_DIGITS} digits). "
+                         f"Received: {name}={text[:100]!r}")
+    return int(digits)
+
+
+def _valid_address(address: str) -> bool:
+    match = _ADDRESS.match(address)
+    return match is not None and 0 < int(match["port"]) < 65536
 
 
 def job_from_environment(environ: Optional[Mapping[str, str]] = None) -> Optional[MultiProcessJob]:
@@ -106,12 +112,16 @@ def job_from_environment(environ: Optional[Mapping[str, str]] = None) -> Optiona
     >>> job_from_environment({NUM_PROCESSES: "2"})
     Traceback (most recent call last):
     ...
-    ValueError: a multi-process job needs all of KERAS_DISTRIBUTION_JOB_ADDRESSES, KERAS_DISTRIBUTION_NUM_PROCESSES, KERAS_DISTRIBUTION_PROCESS_ID; missing: KERAS_DISTRIBUTION_JOB_ADDRESSES, KERAS_DISTRIBUTION_PROCESS_ID
+    ValueError: a multi-process job needs all of ...; missing: KERAS_DISTRIBUTION_JOB_ADDRESSES, KERAS_DISTR...
     """
     environ = os.environ if environ is None else environ
     present = [name for name in JOB_VARIABLES if environ.get(name, "") != ""]
     if not present:
         return None
+    odd = [name for name in present if not isinstance(environ[name], str)]
+    if odd:
+        raise ValueError(f"{odd[0]} must be a string (an environment variable's value). "
+                         f"Received: {odd[0]}={environ[odd[0]]!r:.100}")
     missing = [name for name in JOB_VARIABLES if name not in present]
     if missing:
         raise ValueError(
@@ -125,11 +135,11 @@ def job_from_environment(environ: Optional[Mapping[str, str]] = None) -> Optiona
             f"Received: {PROCESS_ID}={process_id}"
         )
     addresses = tuple(a.strip() for a in environ[JOB_ADDRESSES].split(","))
-    bad = [a for a in addresses if not _ADDRESS.match(a)]
+    bad = [a for a in addresses if not _valid_address(a)]
     if bad:
         raise ValueError(
-            f"{JOB_ADDRESSES} must be host:port, or one host:port per process separated by commas. "
-            f"Received: {JOB_ADDRESSES}={environ[JOB_ADDRESSES]!r}"
+            f"{JOB_ADDRESSES} must be host:port (port 1 to 65535), or one host:port per process separated by "
+            f"commas. Received: {JOB_ADDRESSES}={environ[JOB_ADDRESSES][:200]!r}"
         )
     if len(addresses) > 1 and len(addresses) != num_processes:
         raise ValueError(

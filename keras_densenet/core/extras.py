@@ -23,14 +23,17 @@ import importlib.util
 #: `train`: the trainer, the bundled digits (scikit-learn), plots
 #: (matplotlib) and reading image files (Pillow).
 #: The serving runtimes (``export``, ``predict`` on artifacts, ``bench
-#: --measure runtimes``): `litert` (the LiteRT interpreter; TensorFlow
+#: runtimes``): `litert` (the LiteRT interpreter; TensorFlow
 #: writes .tflite files), `openvino` (with NNCF for int8), `onnx` (ONNX
-#: Runtime and Keras' exporters), and the backends' own.
+#: Runtime and Keras' exporters), and the backends' own. `hub`: keras-hub,
+#: to write keras-hub presets and fetch ``kaggle://`` / ``hf://`` ones (local
+#: preset directories load without it).
 EXTRAS = {
     "train": ("sklearn", "matplotlib", "PIL"),
     "litert": ("ai_edge_litert",),
     "openvino": ("openvino",),
     "onnx": ("onnx", "onnxruntime"),
+    "hub": ("keras_hub",),
     "tensorflow": ("tensorflow",),
     "torch": ("torch",),
     "jax": ("jax",),

@@ -11,16 +11,16 @@ Example:
 from __future__ import annotations
 
 import os
-from typing import Sequence
 
 import numpy as np
 
 from keras_densenet.core import extras
 from keras_densenet.core.files import atomic_write, prepare_output_dir
+from keras_densenet.data import images as image_lib
+from keras_densenet.data import listing
 from keras_densenet.data.canvases import PALETTE
 from keras_densenet.deployment import predict as deploy
-from keras_densenet.models import fcdensenet, saved
-
+from keras_densenet.models import saved, segmentation
 
 #: Sides a segmenter takes are multiples of this (5 transitions down).
 SIDE_MULTIPLE = 32
@@ -48,38 +48,52 @@ def save_mask(labels: np.ndarray, path: str) -> str:
     return path
 
 
-def predict_masks(images: Sequence, model_path, masks_dir) -> list:
+def predict_masks(images, model_path, masks_dir, on_error: str = "raise", workers=None) -> list:
     """Writes one mask PNG per image with a segmenter written by
     `train_segmentation`.
 
     Each image is read as training read canvases (raw pixels, the model's
-    channels), resized bilinearly to the nearest sides divisible by 32,
-    segmented, and its label map resized back (nearest) to the image's own
-    size.
+    channels) through the streaming pipeline (`keras_densenet.data.images`,
+    one image at a time at its own size, the next ones decoded meanwhile),
+    resized bilinearly to the nearest sides divisible by 32, segmented, and
+    its label map resized back (nearest) to the image's own size.
 
     Args:
-        images: image files.
+        images: image files, directories or glob patterns
+            (`keras_densenet.data.listing.list_images`).
         model_path: the ``.keras`` segmenter.
         masks_dir: where the masks go (created), named as the images.
+        on_error: ``"raise"`` (default) a ValueError naming an unreadable
+            file, or ``"skip"`` it (one line on stderr).
+        workers: decoding threads.
 
     Returns:
-        ``(mask path, {class name: fraction of pixels})`` per image.
+        A `deploy.Predictions` list of ``(mask path, {class name: fraction
+        of pixels})`` per image written; its ``paths`` are the images, its
+        ``skipped`` the files skipped.
 
     Raises:
         ValueError: bad files or a model that does not segment.
     """
+    paths = listing.list_images(images)
+    image_lib.check_on_error(on_error)
     model = saved.load_keras_model(model_path)
     if len(model.output_shape) != 4:
         raise ValueError(f"model file {os.fspath(model_path)!r} classifies whole images: predict without --masks")
     names = deploy.read_class_names_beside(model_path)
     masks_dir = prepare_output_dir(masks_dir)
-    out = []
-    for path, image in zip(images, deploy.read_images(images, model.input_shape[-1])):
-        h, w = image.shape[:2]
-        served = deploy.resize_to(image, served_size(h, w))
-        labels = _nearest(fcdensenet.predict_labels(model, served[None])[0], h, w)
-        target = os.path.join(masks_dir, os.path.splitext(os.path.basename(os.fspath(path)))[0] + ".png")
-        counts = np.bincount(labels.ravel(), minlength=model.output_shape[-1]) / labels.size
-        shares = {(names[c] if names and c < len(names) else str(c)): float(counts[c]) for c in np.flatnonzero(counts)}
-        out.append((save_mask(labels, target), shares))
+    files = image_lib.ImageFiles(paths, None, 1, model.input_shape[-1], on_error=on_error)
+    out = deploy.Predictions()
+    for batch in image_lib.prefetch(files, workers):
+        for path, image in zip(batch.paths, batch.x, strict=True):
+            h, w = image.shape[:2]
+            served = image_lib.resize(image, served_size(h, w))
+            labels = _nearest(segmentation.predict_labels(model, served[None])[0], h, w)
+            target = os.path.join(masks_dir, os.path.splitext(os.path.basename(path))[0] + ".png")
+            counts = np.bincount(labels.ravel(), minlength=model.output_shape[-1]) / labels.size
+            shares = {(names[c] if names and c < len(names) else str(c)): float(counts[c])
+                      for c in np.flatnonzero(counts)}
+            out.append((save_mask(labels, target), shares))
+            out.paths.append(path)
+    out.count, out.skipped = len(out), list(files.skipped)
     return out

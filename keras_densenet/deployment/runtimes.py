@@ -2,7 +2,7 @@
 Runtime, TensorFlow (SavedModel) and PyTorch (``torch.export``).
 
 `open_artifact` gives one interface over all of them, so ``export`` can check
-what it wrote, ``predict`` can serve it and ``bench --measure runtimes`` can
+what it wrote, ``predict`` can serve it and ``bench runtimes`` can
 time it. Keras-free: only the runtime of the artifact is imported, and a
 missing one is reported in one line naming the extra that installs it.
 

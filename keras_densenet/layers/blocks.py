@@ -8,7 +8,7 @@ one-to-one onto torchvision's state-dict keys through the table
 `keras_densenet.weights.checkpoints.LAYER_NAMES`.
 
 The memory-efficient dense block (`keras_densenet.layers.efficient`) builds on these
-blocks; `keras_densenet.models.densenet` chooses between the two.
+blocks; `keras_densenet.models.builder` chooses between the two.
 
 Example:
 

@@ -214,7 +214,7 @@ class EfficientDenseLayer(layers.Layer):
         convs = ([self.conv1] if self.bottleneck else []) + [self.conv2]
         paddings = ("valid", "same") if self.bottleneck else ("same",)
         params = []
-        for bn, conv in zip(bns, convs):
+        for bn, conv in zip(bns, convs, strict=True):
             params += [bn.gamma, bn.beta]
             if not batch_stats:
                 params += [bn.moving_mean, bn.moving_variance]
@@ -237,7 +237,7 @@ class EfficientDenseLayer(layers.Layer):
             outputs = keras.remat(lambda *a: self._forward(batch_stats, n, paddings, *a))(*feats, *params)
         y = outputs[0]
         if batch_stats:
-            for bn, mean, var in zip(bns, outputs[1::2], outputs[2::2]):
+            for bn, mean, var in zip(bns, outputs[1::2], outputs[2::2], strict=True):
                 # Outside the recomputed function, as BatchNormalization does.
                 mean, var = ops.stop_gradient(mean), ops.stop_gradient(var)
                 bn.moving_mean.assign(bn.moving_mean * self.momentum + mean * (1.0 - self.momentum))

@@ -285,7 +285,7 @@ def shape_only() -> Iterator[None]:
     (`keras.StatelessScope` with ``initialize_variables=False``), and they are
     kept off Keras' list of variables to initialize later
     (`internals.uninitialized_variables`). Counting parameters or MACs needs only
-    shapes (`keras_densenet.tools.analysis`). Models built here cannot be run or
+    shapes (`keras_densenet.tools.counts`). Models built here cannot be run or
     trained.
 
     Example:

@@ -4,8 +4,8 @@
 One Hundred Layers Tiramisu: Fully Convolutional DenseNets for Semantic
 Segmentation" (CVPRW 2017); `FCDenseNet56`, `FCDenseNet67` and
 `FCDenseNet103` are the paper's three nets (Table 2), read from
-`keras_densenet.core.registry.FC_VARIANTS`. `segmentation_head` turns any
-DenseNet of this package (pretrained or not) into a segmenter.
+`keras_densenet.core.registry.FC_VARIANTS`. (`keras_densenet.models.segmentation`
+turns any DenseNet of this package into a segmenter.)
 
 The architecture, in the paper's words:
 
@@ -45,26 +45,18 @@ import dataclasses
 from typing import Optional, Sequence
 
 import keras
-import numpy as np
 from keras import layers
 
 from keras_densenet.core import checks, registry
-from keras_densenet.core.registry import FCArchConfig
+from keras_densenet.core.fc_arch import FCArchConfig
 from keras_densenet.layers import blocks, efficient, initialization
-from keras_densenet.models import densenet
-from keras_densenet.models.densenet import BuildOptions
+from keras_densenet.models import inputs as model_inputs
+from keras_densenet.models.options import BuildOptions, appending_doc
 
 #: Kernel of the dense layers' convolutions and of the transposed convolutions.
 KERNEL_SIZE = 3
 #: Each transition down halves the sides; each transition up doubles them.
 SCALE = 2
-#: Channels of `segmentation_head`'s decoder.
-HEAD_FILTERS = 64
-#: Stride of a DenseNet's first dense block: 4 after the ImageNet stem
-#: (7x7/2 conv, 3x3/2 max-pool, whose last layer is ``pool1``), 1 after the
-#: CIFAR one.
-IMAGENET_STEM_STRIDE = 4
-IMAGENET_STEM_LAST_LAYER = "pool1"
 
 
 # --- input --------------------------------------------------------------------
@@ -165,7 +157,7 @@ def _transition_up(new, skip, name: str, opts: blocks.LayerOptions):
     return layers.Concatenate(axis=opts.channel_axis, name=f"{name}_skip_concat")([up, skip])
 
 
-def _classifier(x, classes: int, activation, opts: blocks.LayerOptions, prefix: str = ""):
+def classifier(x, classes: int, activation, opts: blocks.LayerOptions, prefix: str = ""):
     """1x1 conv to `classes` maps (``{prefix}logits``), then the activation
     per pixel (``{prefix}predictions``); float32 keeps the softmax stable
     under mixed precision."""
@@ -191,26 +183,26 @@ def _graph(x, arch: FCArchConfig, opts: BuildOptions, layer_opts: blocks.LayerOp
         x, new = _dense_block(x, num_layers, f"up{i}", arch, layer_opts, me)
         if i < len(arch.up_blocks):  # the last block's whole output is classified
             new = _join(new, f"up{i}_new", layer_opts)
-    return _classifier(x, opts.classes, opts.classifier_activation, layer_opts)
+    return classifier(x, opts.classes, opts.classifier_activation, layer_opts)
 
 
 def _build(arch: FCArchConfig, opts: BuildOptions) -> keras.Model:
     """The one builder behind `FCDenseNet` and the named ones."""
     input_shape = opts.input_shape
     if opts.input_tensor is not None and input_shape is None:
-        input_shape = densenet.input_shape_of(opts.input_tensor)
+        input_shape = model_inputs.input_shape_of(opts.input_tensor)
     input_shape = _check_input_shape(input_shape, arch.min_input_size, opts.data_format)
-    layout = densenet.compute_data_format(opts.data_format)
+    layout = model_inputs.compute_data_format(opts.data_format)
     layer_opts = blocks.LayerOptions(layout)
     # Every weight drawn in one NumPy pass (JAX compiles each initializer per shape).
     with initialization.fast_variables():
-        img_input = densenet.image_input(opts, input_shape)
+        img_input = model_inputs.image_input(opts, input_shape)
         x = img_input
         if layout != opts.data_format:  # NCHW in, NHWC inside: see compute_data_format
-            x = layers.Permute((2, 3, 1), name=densenet.TO_CHANNELS_LAST)(x)
+            x = layers.Permute((2, 3, 1), name=model_inputs.TO_CHANNELS_LAST)(x)
         outputs = _graph(x, arch, opts, layer_opts)
         if layout != opts.data_format:
-            outputs = layers.Permute((3, 1, 2), name=densenet.TO_CHANNELS_FIRST)(outputs)
+            outputs = layers.Permute((3, 1, 2), name=model_inputs.TO_CHANNELS_FIRST)(outputs)
         inputs = img_input if opts.input_tensor is None else keras.utils.get_source_inputs(opts.input_tensor)
         return keras.Model(inputs, outputs, name=opts.name)
 
@@ -312,7 +304,7 @@ _NAMED_ARGS = """
     """
 
 
-_named = densenet.appending_doc(_NAMED_ARGS)
+_named = appending_doc(_NAMED_ARGS)
 
 
 def _build_variant(variant_name: str, arguments: dict) -> keras.Model:
@@ -398,106 +390,3 @@ def FCDenseNet103(
     240
     """
     return _build_variant("fc_densenet103", locals())
-
-
-# --- a decoder for DenseNet backbones -------------------------------------------
-
-
-def _public_data_format(backbone: keras.Model) -> str:
-    """The layout of `backbone`'s inputs and outputs (channels_first models
-    on TensorFlow's CPU compute in NHWC between two transposes)."""
-    if any(layer.name == densenet.TO_CHANNELS_LAST for layer in backbone.layers):
-        return "channels_first"
-    return backbone.get_layer("conv1_conv").data_format
-
-
-def _conv_bn_relu(x, filters: int, name: str, opts: blocks.LayerOptions):
-    """1x1 conv-BN-ReLU: projects a level to the decoder width."""
-    x = blocks.conv(x, filters, 1, f"{name}_conv", opts)
-    return blocks.bn_relu(x, name, opts)
-
-
-def _decode(levels: list, filters: int, stem_stride: int, opts: blocks.LayerOptions):
-    """Coarsest level first: project, upsample 2x, concatenate the next
-    finer level, project again; then upsample to the input size."""
-    upsample = dict(data_format=opts.data_format, interpolation="bilinear")
-    x = _conv_bn_relu(levels[-1], filters, f"seg_level{len(levels)}", opts)
-    for level in range(len(levels) - 1, 0, -1):  # 1-based number of the finer level
-        x = layers.UpSampling2D(SCALE, name=f"seg_up{level}", **upsample)(x)
-        x = layers.Concatenate(axis=opts.channel_axis, name=f"seg_concat{level}")([x, levels[level - 1]])
-        x = _conv_bn_relu(x, filters, f"seg_level{level}", opts)
-    if stem_stride > 1:
-        x = layers.UpSampling2D(stem_stride, name="seg_upsample", **upsample)(x)
-    return x
-
-
-def segmentation_head(
-    backbone: keras.Model,
-    classes: int,
-    *,
-    filters: int = HEAD_FILTERS,
-    classifier_activation="softmax",
-    name: Optional[str] = None,
-) -> keras.Model:
-    """A light dense decoder that turns a DenseNet into a segmenter.
-
-    Reads every dense block's output with `multiscale_features` (strides 4,
-    8, 16, 32 for the ImageNet variants). Starting from the coarsest, each
-    level is projected to `filters` channels (1x1 conv-BN-ReLU), upsampled 2x
-    (bilinear) and concatenated with the next finer level, which the next
-    1x1 conv-BN-ReLU fuses; the finest result is upsampled to the input size
-    and classified per pixel (1x1 conv, softmax). The backbone's layers and
-    weights are shared, so a pretrained DenseNet121 brings its ImageNet
-    features; freeze it with ``backbone.trainable = False`` to train the
-    decoder alone first.
-
-    Args:
-        backbone: a DenseNet built by this package (any `include_top`, any
-            data format, standard or memory-efficient). Input sides must be
-            multiples of its total stride (32 for the ImageNet variants).
-        classes: number of classes per pixel.
-        filters: keyword-only. Channels of the decoder.
-        classifier_activation: keyword-only. Activation per pixel;
-            ``"softmax"`` is over the channel axis, ``None`` gives logits.
-        name: keyword-only. Model name; default ``"{backbone.name}_segmenter"``.
-
-    Returns:
-        A `keras.Model` with the backbone's input and per-pixel class scores
-        at the input resolution: ``(batch, height, width, classes)``
-        (channels_last).
-
-    Raises:
-        ValueError: if `backbone` is not a DenseNet of this package, or
-            `classes` or `filters` is not a positive integer.
-
-    Example:
-
-    >>> import keras_densenet
-    >>> backbone = keras_densenet.DenseNet121(include_top=False, weights=None,
-    ...                                       input_shape=(128, 128, 3))
-    >>> model = keras_densenet.segmentation_head(backbone, classes=21)
-    >>> model.output_shape
-    (None, 128, 128, 21)
-    """
-    checks.integer("classes", classes)
-    checks.integer("filters", filters, hint=f"e.g. {HEAD_FILTERS}")
-    features = densenet.multiscale_features(backbone)  # raises for other models
-    data_format = _public_data_format(backbone)
-    layout = densenet.compute_data_format(data_format)
-    opts = blocks.LayerOptions(layout)
-    levels = list(features.outputs)
-    if layout != data_format:  # back to the NHWC the layers compute in
-        levels = [layers.Permute((2, 3, 1), name=f"seg_to_channels_last{i + 1}")(x) for i, x in enumerate(levels)]
-    has_imagenet_stem = any(layer.name == IMAGENET_STEM_LAST_LAYER for layer in backbone.layers)
-    with initialization.fast_variables():
-        x = _decode(levels, filters, IMAGENET_STEM_STRIDE if has_imagenet_stem else 1, opts)
-        x = _classifier(x, classes, classifier_activation, opts)
-        if layout != data_format:
-            x = layers.Permute((3, 1, 2), name=densenet.TO_CHANNELS_FIRST)(x)
-        return keras.Model(features.input, x, name=name or f"{backbone.name}_segmenter")
-
-
-def predict_labels(model: keras.Model, images: np.ndarray) -> np.ndarray:
-    """Per-pixel class ids of `images` (raw pixels, sides divisible by 32)."""
-    probs = keras.ops.convert_to_numpy(model.predict(images, verbose=0, batch_size=16))
-    return np.argmax(probs, axis=-1).astype("int32")

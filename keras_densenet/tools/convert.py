@@ -94,7 +94,9 @@ def build_converted(path, arch=None, *, classifier_activation="softmax", data_fo
             + f", not {name} ({describe(cfg)})",
         )
     if classes is None:
-        raise file_error(path, "missing key(s): classifier.weight, classifier.bias (a checkpoint without the classifier)")
+        raise file_error(
+            path, "missing key(s): classifier.weight, classifier.bias (a checkpoint without the classifier)"
+        )
     table = state_to_table(state, path)
     size = cfg.default_size
     data_format = data_format or "channels_last"

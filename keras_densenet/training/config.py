@@ -39,13 +39,17 @@ MODEL_FILE = "model.keras"
 LOG_FILE = "log.csv"
 PLOT_FILE = "learning_curve.png"
 BACKUP_DIR = "backup"
-#: The main job's schedule (DenseNet-BC-22, k=12, on the digits). The digits
-#: are 8x8 scans: at 12x12 a training step costs 14% of one at 32x32, and 10
-#: epochs at a peak learning rate of 5e-3 reached 99.17-100% best validation
-#: accuracy on seeds 0-4 (docs/performance.md, "The main job").
+#: The schedule of the digits quick start (DenseNet-BC-22, k=12, on the
+#: digits). The digits are 8x8 scans: at 12x12 a training step costs 14% of
+#: one at 32x32, and 10 epochs at a peak learning rate of 5e-3 reached
+#: 99.17-100% best validation accuracy on seeds 0-4 (docs/performance.md,
+#: "The digits quick start").
 DEFAULT_IMAGE_SIZE = 12
 DEFAULT_EPOCHS = 10
 DEFAULT_LR = 5e-3
+#: AdamW's decoupled weight decay, for every phase of `train` and for
+#: `segment` alike.
+WEIGHT_DECAY = 1e-4
 #: How `distribute` scales the learning rate with the number of devices
 #: (see `keras_densenet.training.distribute.scale_batch_and_lr`).
 LR_SCALING = ("sqrt", "linear", "none")

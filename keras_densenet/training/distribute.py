@@ -18,13 +18,13 @@ torch       none: Keras has no distribution engine for the     one device
             one device
 ==========  ================================================  ====================
 
-Several processes (JAX): `initialize_job` joins this process to the job
-that Keras' ``KERAS_DISTRIBUTION_*`` variables describe (`cluster`); then
-`data_parallel` spans every process's devices, each process feeds its own
-share of every batch, and `lost_process_message` names a process that went
-away (docs/several-hosts.md). TensorFlow's multi-worker strategy fails
-under Keras 3 (`TF_MULTI_WORKER_REPORT`), so `data_parallel` refuses a
-``TF_CONFIG`` with several workers.
+Several processes (JAX): once this process has joined the job that Keras'
+``KERAS_DISTRIBUTION_*`` variables describe (`multiprocess.initialize_job`;
+`data_parallel` joins it first if needed), `data_parallel` spans every
+process's devices and each process feeds its own share of every batch
+(`batches`). TensorFlow's multi-worker strategy fails under Keras 3, so
+`data_parallel` refuses a ``TF_CONFIG`` with several workers
+(`multiprocess.refuse_tf_multi_worker`).
 
 BatchNormalization semantics, measured by this package's tests:
 
@@ -48,9 +48,8 @@ et al., 2022), ``"linear"`` (SGD, Goyal et al., 2017) or ``"none"``.
 
 Example:
 
->>> from keras_densenet.training import distribute
-
 >>> from keras_densenet.models import densenet
+>>> from keras_densenet.training import distribute
 >>> plan = distribute.data_parallel()
 >>> with plan.scope():  # doctest: +SKIP
 ...     model = plan.prepare(densenet.DenseNetBC(22, 12, classes=10, input_shape=(32, 32, 3)))
@@ -65,22 +64,20 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
-import json
 import math
-import os
-import re
-import sys
-import threading
 
 import keras
-import numpy as np
 
-from keras_densenet.core import checks, internals
-from keras_densenet.core import cluster
+from keras_densenet.core import checks, cluster, internals
 
 # Learning-rate scaling rules, for a global batch `num_devices` times larger
 # (kept with the other training options, keras-free, for the CLI's checks).
 from keras_densenet.training.config import LR_SCALING
+from keras_densenet.training.multiprocess import (
+    initialize_job,
+    jax_job_started,
+    refuse_tf_multi_worker,
+)
 
 #: Engine names, as `DataParallelPlan.engine` reports them.
 JAX_ENGINE = "keras.distribution.DataParallel"
@@ -205,7 +202,7 @@ class DataParallelPlan:
         handle: the engine object (`keras.distribution.DataParallel`,
             `tf.distribute.Strategy`) or ``None``.
         num_processes: processes of the job (JAX after
-            `initialize_job`; 1 otherwise).
+            `multiprocess.initialize_job`; 1 otherwise).
         process_id: this process; process 0 writes the outputs.
     """
 
@@ -265,8 +262,10 @@ class DataParallelPlan:
         Example:
 
         >>> plan = DataParallelPlan("jax", JAX_ENGINE, ("cpu:0", "cpu:1"), BN_GLOBAL)
-        >>> print(plan.describe(32, 0.002, "linear"))
-        data parallel on 2 device(s) (jax, keras.distribution.DataParallel): global batch 64 = 32 per device x 2, lr 0.002 -> 0.004 (linear scaling), BatchNormalization statistics: global batch
+        >>> print(plan.describe(32, 0.002, "linear").replace(": ", ":\\n  "))
+        data parallel on 2 device(s) (jax, keras.distribution.DataParallel):
+          global batch 64 = 32 per device x 2, lr 0.002 -> 0.004 (linear scaling), BatchNormalization statistics:
+          global batch
         """
         global_batch, scaled = scale_batch_and_lr(batch_size, lr, self.num_devices, rule)
         if self.num_processes > 1:
@@ -368,8 +367,8 @@ def data_parallel(sync_bn: bool = False) -> DataParallelPlan:
     JAX: `keras.distribution.DataParallel` over ``keras.distribution.
     list_devices()`` (the accelerators, else the CPU devices). With Keras'
     ``KERAS_DISTRIBUTION_*`` variables set, it first joins the job
-    (`initialize_job`, unless done already), and spans every process's
-    devices, each process feeding its own share. TensorFlow:
+    (`multiprocess.initialize_job`, unless done already), and spans every
+    process's devices, each process feeding its own share. TensorFlow:
     `tf.distribute.MirroredStrategy` over the local GPUs, else the logical
     CPUs. PyTorch: no engine; a one-device plan whose `describe` says so.
 
@@ -393,7 +392,7 @@ def data_parallel(sync_bn: bool = False) -> DataParallelPlan:
         import jax
 
         job = cluster.job_from_environment()
-        if job is not None and not _jax_job_started():
+        if job is not None and not jax_job_started():
             initialize_job(job)  # before anything below uses a device
         devices = keras.distribution.list_devices()
         if jax.process_count() == 1:
@@ -402,7 +401,7 @@ def data_parallel(sync_bn: bool = False) -> DataParallelPlan:
         # (`cluster.shard_indices`), so Keras must not shard the data again.
         return from_engine(keras.distribution.DataParallel(devices=devices, auto_shard_dataset=False), sync_bn)
     if backend == "tensorflow":
-        _refuse_tf_multi_worker()
+        refuse_tf_multi_worker()
         return from_engine(_mirrored_strategy(tuple(_tf_local_devices())), sync_bn)
     device = "cpu"
     if backend == "torch":
@@ -411,230 +410,3 @@ def data_parallel(sync_bn: bool = False) -> DataParallelPlan:
         if torch.cuda.is_available():
             device = f"cuda:0 (of {torch.cuda.device_count()} visible)"
     return DataParallelPlan(backend, SINGLE_DEVICE, (device,), BN_ONE_DEVICE, sync_bn, None)
-
-
-def trim_to_multiple(multiple: int, *arrays) -> tuple:
-    """The arrays cut to the largest length that is a multiple of `multiple`.
-
-    With a global batch that is a multiple of the device count, every batch
-    (the last, partial one included) then splits evenly over the devices.
-
-    Example:
-
-    >>> import numpy as np
-    >>> x, y = trim_to_multiple(4, np.zeros((10, 2)), np.arange(10))
-    >>> len(x), len(y)
-    (8, 8)
-    """
-    if multiple <= 1:
-        return arrays
-    keep = len(arrays[0]) // multiple * multiple
-    return tuple(a[:keep] for a in arrays)
-
-
-def shardable_batches(dataset, multiple: int):
-    """A batched `tf.data.Dataset` whose batches are multiples of `multiple`:
-    each batch is cut to that size, and empty ones are dropped.
-
-    Example:
-
-    >>> import tensorflow as tf  # doctest: +SKIP
-    >>> ds = tf.data.Dataset.range(10).batch(4)  # doctest: +SKIP
-    >>> [len(b) for b in shardable_batches(ds, 4)]  # doctest: +SKIP
-    [4, 4]
-    """
-    if multiple <= 1:
-        return dataset
-    import tensorflow as tf
-
-    def trim(*batch):
-        keep = tf.shape(tf.nest.flatten(batch)[0])[0] // multiple * multiple
-        return tf.nest.map_structure(lambda t: t[:keep], batch if len(batch) > 1 else batch[0])
-
-    def nonempty(*batch):
-        return tf.shape(tf.nest.flatten(batch)[0])[0] > 0
-
-    return dataset.map(trim).filter(nonempty)
-
-
-# --- several processes -----------------------------------------------------
-
-#: The upstream report of Keras 3 failing under MultiWorkerMirroredStrategy.
-TF_MULTI_WORKER_REPORT = "https://github.com/keras-team/keras/issues/20585"
-#: Where TensorFlow reads a multi-worker job from.
-TF_CONFIG = "TF_CONFIG"
-
-
-def _tf_config_workers(environ=None) -> int:
-    """Workers in ``TF_CONFIG``'s cluster (1 when unset or unreadable)."""
-    text = (os.environ if environ is None else environ).get(TF_CONFIG, "")
-    try:
-        cluster_spec = json.loads(text).get("cluster", {}) if text else {}
-    except (ValueError, AttributeError):
-        raise ValueError(f"{TF_CONFIG} is not a JSON object: {text[:80]!r}") from None
-    return sum(len(cluster_spec.get(kind, [])) for kind in ("chief", "worker")) or 1
-
-
-def _refuse_tf_multi_worker() -> None:
-    """`TF_CONFIG` names several workers: Keras 3's `fit` fails under
-    `tf.distribute.MultiWorkerMirroredStrategy` (tests/test_multiprocess.py
-    keeps the failure as an expected one), so say so before connecting."""
-    workers = _tf_config_workers()
-    if workers > 1:
-        raise ValueError(
-            f"{TF_CONFIG} describes {workers} workers, but Keras 3's model.fit fails under "
-            "tf.distribute.MultiWorkerMirroredStrategy (\"Attempt to convert a value (PerReplica...) "
-            f"with an unsupported type\", {TF_MULTI_WORKER_REPORT}); train several processes on the "
-            "jax backend with Keras' KERAS_DISTRIBUTION_* variables instead"
-        )
-
-
-#: Whether `initialize_job` joined a job in this process.
-_JOINED = [False]
-
-
-def _give_up(job: cluster.MultiProcessJob, timeout_s: float) -> None:
-    # Runs in the watchdog thread while `initialize` blocks in JAX's client:
-    # nothing can be unwound from here, and JAX cannot connect twice.
-    print(
-        f"keras-densenet: error: {job.describe()} could not form the job within {timeout_s:g} s: "
-        f"check that {job.coordinator} is reachable from every process, that process 0 runs, and that "
-        f"every process has the same {cluster.NUM_PROCESSES}={job.num_processes}",
-        file=sys.stderr, flush=True,
-    )
-    os._exit(2)
-
-
-def initialize_job(job: cluster.MultiProcessJob, connect_timeout_s: float = cluster.DEFAULT_CONNECT_TIMEOUT_S,
-                   cpu_devices=None) -> None:
-    """Joins this process to a multi-process JAX job, before any device is used.
-
-    Calls `keras.distribution.initialize` with `job`. On CPUs, JAX's
-    collectives across processes need an implementation: gloo, unless
-    ``JAX_CPU_COLLECTIVES_IMPLEMENTATION`` says otherwise. Afterwards
-    `data_parallel` spans every process's devices.
-
-    Args:
-        job: this process's job (`cluster.job_from_environment`).
-        connect_timeout_s: if the job has not formed by then (a process
-            missing, a wrong process count, an unreachable coordinator),
-            one line goes to stderr and the process exits with status 2:
-            JAX can neither cancel nor retry the connection.
-        cpu_devices: split this process's CPU into that many JAX devices
-            (``jax_num_cpu_devices``), to try the job without accelerators.
-
-    Raises:
-        ValueError: not on the JAX backend.
-
-    Example::
-
-        job = cluster.job_from_environment()
-        if job is not None:
-            initialize_job(job)
-        plan = data_parallel()
-    """
-    if keras.backend.backend() != "jax":
-        raise ValueError(
-            f"several processes ({cluster.NUM_PROCESSES}={job.num_processes}) train on the jax backend only; "
-            f"Keras' {keras.backend.backend()} backend has no multi-process engine"
-            + (f" that works ({TF_MULTI_WORKER_REPORT})" if keras.backend.backend() == "tensorflow" else "")
-        )
-    import jax
-
-    set_cpu_devices(cpu_devices)
-    if "JAX_CPU_COLLECTIVES_IMPLEMENTATION" not in os.environ:
-        jax.config.update("jax_cpu_collectives_implementation", "gloo")
-    watchdog = threading.Timer(connect_timeout_s, _give_up, args=(job, connect_timeout_s))
-    watchdog.daemon = True
-    watchdog.start()
-    try:
-        with _stdout_to_stderr():
-            keras.distribution.initialize(",".join(job.addresses), job.num_processes, job.process_id)
-        _JOINED[0] = True
-    finally:
-        watchdog.cancel()
-
-
-@contextlib.contextmanager
-def _stdout_to_stderr():
-    """Sends file descriptor 1 to 2 inside: gloo prints its connection lines
-    on stdout, and a job's first line on stdout should be its own."""
-    sys.stdout.flush()
-    saved = os.dup(1)
-    os.dup2(2, 1)
-    try:
-        yield
-    finally:
-        sys.stdout.flush()
-        os.dup2(saved, 1)
-        os.close(saved)
-
-
-def _jax_job_started() -> bool:
-    import jax
-
-    # jax.distributed.is_initialized is recent; before it, what we started
-    is_initialized = getattr(jax.distributed, "is_initialized", None)
-    return bool(is_initialized()) if is_initialized is not None else _JOINED[0]
-
-
-def set_cpu_devices(count) -> None:
-    """JAX: this process's CPU as `count` devices (before any device is
-    used; ``None`` leaves JAX's default, one)."""
-    if count is None:
-        return
-    import jax
-
-    checks.integer("cpu_devices", count)
-    jax.config.update("jax_num_cpu_devices", int(count))
-
-
-@contextlib.contextmanager
-def local_section():
-    """No distribution inside: for what one process does alone, such as
-    writing a file. Keras' saving builds reference objects whose variables
-    a distribution would place with a collective that every process must
-    join (process 0 saving alone would wait forever)."""
-    current = keras.distribution.distribution()
-    keras.distribution.set_distribution(None)
-    try:
-        yield
-    finally:
-        keras.distribution.set_distribution(current)
-
-
-def gather_from_processes(value: int, plan: DataParallelPlan) -> list:
-    """Every process's `value`, in process order (a collective: every process
-    must call it); ``[value]`` in a one-process job."""
-    if plan.num_processes == 1:
-        return [int(value)]
-    from jax.experimental import multihost_utils
-
-    return [int(v) for v in np.asarray(multihost_utils.process_allgather(np.int32(value)))]
-
-
-#: Error texts of a collective whose peer process went away (gloo's TCP
-#: pair, or the coordination service's heartbeat).
-_LOST_PEER = ("Connection closed by peer", "Connection reset by peer", "heartbeat", "Gloo", "unhealthy")
-
-
-#: The parts of such an error worth one line.
-_CAUSES = (r"Gloo [\w-]+ failed", r"Connection (closed|reset) by peer( \S+)?", r"Task \d+ heartbeat timeout")
-
-
-def lost_process_message(error: BaseException, plan: DataParallelPlan):
-    """One line naming the lost process, when `error` is a collective that
-    failed because another process of the job went away; else ``None``."""
-    if plan is None or plan.num_processes == 1:
-        return None
-    text = str(error)
-    if not any(marker in text for marker in _LOST_PEER):
-        return None
-    others = [p for p in range(plan.num_processes) if p != plan.process_id]
-    who = f"process {others[0]}" if len(others) == 1 else f"one of processes {', '.join(map(str, others))}"
-    # e.g. "Gloo all-reduce failed: [.../pair.cc:547] Connection closed by peer [127.0.0.1]:22722"
-    found = [m.group(0) for m in (re.search(cause, text) for cause in _CAUSES) if m] or [text.strip()[:160]]
-    return (
-        f"lost {who} of the {plan.num_processes}-process job ({'; '.join(found)}): process "
-        f"{plan.process_id} stops. Run the same command in every process to resume from the last completed epoch"
-    )

@@ -22,22 +22,29 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import shutil
-from typing import Sequence
+from typing import Optional, Sequence
 
 import keras
 import numpy as np
 
 from keras_densenet.core import extras, registry
 from keras_densenet.core.files import atomic_write, prepare_output_dir
+from keras_densenet.data import canvases, progress
 from keras_densenet.layers.losses import PixelCrossentropy
-from keras_densenet.models import fcdensenet
-from keras_densenet.data import canvases
-from keras_densenet.models import saved
-from keras_densenet.training import train as train_lib
+from keras_densenet.models import fcdensenet, saved, segmentation
+from keras_densenet.training.backups import LocalBackupAndRestore, remove_backup, resume_state
 from keras_densenet.training.config import (  # noqa: F401  (SegmentConfig: re-exported)
-    CLASS_NAMES_FILE, LOG_FILE, MODEL_FILE, PLOT_FILE, SegmentConfig, validate_segment,
+    CLASS_NAMES_FILE,
+    LOG_FILE,
+    MODEL_FILE,
+    PLOT_FILE,
+    WEIGHT_DECAY,
+    SegmentConfig,
+    validate_segment,
 )
+from keras_densenet.training.outputs import AtomicModelCheckpoint, plot_learning_curve, read_log, write_class_names
+from keras_densenet.training.schedule import cosine_schedule
+from keras_densenet.training.timing import CompileTimer, Stopwatch
 
 #: The predicted masks beside the truth, for validation canvases.
 MASKS_FILE = "masks.png"
@@ -83,7 +90,7 @@ def compile_segmenter(model: keras.Model, lr: float) -> None:
     """AdamW, per-pixel sparse cross-entropy and pixel accuracy (mean IoU is
     `ValidationMetrics`' job)."""
     model.compile(
-        optimizer=keras.optimizers.AdamW(lr, weight_decay=train_lib.WEIGHT_DECAY),
+        optimizer=keras.optimizers.AdamW(lr, weight_decay=WEIGHT_DECAY),
         loss=PixelCrossentropy(),
         metrics=[keras.metrics.SparseCategoricalAccuracy(name="pixel_accuracy")],
     )
@@ -142,17 +149,18 @@ class ValidationMetrics(keras.callbacks.Callback):
 
 
 def _callbacks(config: SegmentConfig, paths: dict, resume, timer, validation) -> list:
-    checkpoint = train_lib.AtomicModelCheckpoint(
+    checkpoint = AtomicModelCheckpoint(
         paths[MODEL_FILE], monitor="val_mean_iou", mode="max", save_best_only=True,
         initial_value_threshold=max((r.get("val_mean_iou", -1.0) for r in resume.previous), default=None),
     )
     return [
         timer,
         validation,  # before the logger and the checkpoint, which read its logs
-        keras.callbacks.BackupAndRestore(resume.backup_dir, delete_checkpoint=False),
-        keras.callbacks.LearningRateScheduler(train_lib.cosine_schedule(config.lr, 0, config.epochs)),
+        keras.callbacks.LearningRateScheduler(cosine_schedule(config.lr, 0, config.epochs)),
         keras.callbacks.CSVLogger(paths[LOG_FILE], append=resume.resuming),
         checkpoint,
+        # Last, saved atomically: a backup of epoch N means its row and model are written.
+        LocalBackupAndRestore(resume.backup_dir, delete_checkpoint=False),
     ]
 
 
@@ -161,14 +169,19 @@ def _say(config: SegmentConfig, message: str) -> None:
         print(message, flush=True)
 
 
-def train_segmentation(config: SegmentConfig = SegmentConfig(), callbacks: Sequence = ()) -> SegmentResult:
+def train_segmentation(config: Optional[SegmentConfig] = None, callbacks: Sequence = ()) -> SegmentResult:
     """Trains an FC-DenseNet on the digits canvases; see the module text.
+
+    Args:
+        config: the options (``None``: `SegmentConfig`'s defaults).
+        callbacks: extra Keras callbacks for `model.fit`.
 
     Raises:
         ValueError: an invalid option; the message names it.
     """
+    config = SegmentConfig() if config is None else config
     validate_segment(config)
-    watch = train_lib.Stopwatch()
+    watch = Stopwatch()
     output = prepare_output_dir(config.output)
     paths = {n: os.path.join(output, n) for n in (MODEL_FILE, LOG_FILE, PLOT_FILE, CLASS_NAMES_FILE, MASKS_FILE)}
     ds = canvases.digit_canvases(config.train_canvases, config.val_canvases, config.image_size,
@@ -176,8 +189,8 @@ def train_segmentation(config: SegmentConfig = SegmentConfig(), callbacks: Seque
     classes = len(ds.class_names)
     canvases.check_label_maps(ds.x_train, ds.y_train, classes, "y_train")
     watch.lap("data")
-    train_lib.write_class_names(paths[CLASS_NAMES_FILE], ds.class_names)
-    resume = train_lib.resume_state(output, paths[LOG_FILE])
+    write_class_names(paths[CLASS_NAMES_FILE], ds.class_names)
+    resume = resume_state(output, paths[LOG_FILE])
     keras.utils.set_random_seed(config.seed)
     model = build_segmenter(config, classes)
     _say(config, f"model: {model.name}, {model.count_params():,} parameters, {keras.backend.backend()} backend; "
@@ -188,18 +201,21 @@ def train_segmentation(config: SegmentConfig = SegmentConfig(), callbacks: Seque
     watch.lap("model")
     compile_segmenter(model, config.lr)
     _say(config, "training: compiling the training step first (up to a minute on a CPU)...")
-    timer = train_lib.CompileTimer()
+    timer = CompileTimer()
     validation = ValidationMetrics(ds.x_val, ds.y_val, classes, config.batch_size)
     # After a resume, only an epoch better than the saved model replaces its masks.
     validation.best_iou = max((r.get("val_mean_iou", -1.0) for r in resume.previous), default=-1.0)
+    # Not on a terminal (a log, CI): one plain line per epoch, no bar.
+    verbose, lines = progress.fit_output(config.verbose, epochs=config.epochs)
     model.fit(ds.x_train, ds.y_train, batch_size=config.batch_size, epochs=config.epochs, shuffle=True,
-              verbose=config.verbose, callbacks=[*_callbacks(config, paths, resume, timer, validation), *callbacks])
+              verbose=verbose, callbacks=[*_callbacks(config, paths, resume, timer, validation), *callbacks, *lines])
     watch.move(min(timer.seconds, watch.lap("epochs")), "epochs", "compilation")
-    shutil.rmtree(resume.backup_dir, ignore_errors=True)
-    history = train_lib.read_log(paths[LOG_FILE])
-    train_lib.plot_learning_curve(history, paths[PLOT_FILE], metrics=("loss", "pixel_accuracy", "mean_iou"))
+    remove_backup(resume.backup_dir)
+    history = read_log(paths[LOG_FILE])
+    plot_learning_curve(history, paths[PLOT_FILE], metrics=("loss", "pixel_accuracy", "mean_iou"))
     if validation.best_predicted is None:  # the saved model's epoch ran before a resume
-        validation.best_predicted = fcdensenet.predict_labels(saved.load_keras_model(paths[MODEL_FILE]), ds.x_val[:MASK_ROWS])
+        best_model = saved.load_keras_model(paths[MODEL_FILE])
+        validation.best_predicted = segmentation.predict_labels(best_model, ds.x_val[:MASK_ROWS])
     draw_masks(ds.x_val[:MASK_ROWS], ds.y_val[:MASK_ROWS], validation.best_predicted, paths[MASKS_FILE])
     watch.lap("writing")
     best_row = max(history, key=lambda r: r.get("val_mean_iou", 0.0))
@@ -212,7 +228,7 @@ def draw_masks(images: np.ndarray, truth: np.ndarray, predicted: np.ndarray, pat
     predicted mask (written atomically)."""
     pil = extras.import_from("train", "PIL.Image", "drawing the masks")
     rows = []
-    for image, t, p in zip(images, truth, predicted):
+    for image, t, p in zip(images, truth, predicted, strict=True):
         gray = np.repeat(np.clip(image, 0, 255).astype("uint8"), 3, axis=-1)
         gap = np.full((gray.shape[0], 4, 3), 255, "uint8")
         rows.append(np.concatenate([gray, gap, canvases.colorize(t), gap, canvases.colorize(p)], axis=1))

@@ -33,10 +33,12 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+import zipfile
 from typing import Optional
 
 import numpy as np
 
+from keras_densenet.core.files import FileError, check_readable, check_zip_members, file_error, reason
 from keras_densenet.core.registry import ArchConfig
 
 #: File endings read as PyTorch state dicts.
@@ -77,7 +79,9 @@ def _pattern(template: str) -> re.Pattern:
     """A regex matching `template`, its ``{field}``s as named groups."""
     parts = re.split(r"\{(\w+)\}", template)
     regex = "".join(
-        re.escape(part) if i % 2 == 0 else rf"(?P<{part}>[1-9]\d*)" for i, part in enumerate(parts)
+        # At most 9 digits: int() refuses numbers of thousands of digits, and
+        # no DenseNet has a billion blocks or layers.
+        re.escape(part) if i % 2 == 0 else rf"(?P<{part}>[1-9]\d{{0,8}})" for i, part in enumerate(parts)
     )
     return re.compile(f"^{regex}$")
 
@@ -162,24 +166,46 @@ class Tensor:
 
 #: Keras layer name -> its weights in `layer.get_weights()` order.
 Table = dict
+#: Array kinds a weight may have (NumPy's ``dtype.kind``): floats, integers.
+_NUMERIC_KINDS = "fiu"
 
 
-#: Keras layer name -> its weights in `layer.get_weights()` order.
-Table = dict
-
-
-def file_error(path, problem: str) -> ValueError:
-    """The `ValueError` for a problem with file `path`; the message names it."""
-    return ValueError(f"{os.fspath(path)!r}: {problem}")
-
-
-def check_readable(path) -> None:
-    """Raises a `ValueError` naming `path` if it is missing or empty."""
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise file_error(path, "no such file")
-    if os.path.getsize(path) == 0:
-        raise file_error(path, "the file is empty (an interrupted download?)")
+def _torch_state(path: str) -> dict:
+    """The tensors of a `.pth`/`.pt`/`.bin` file, via ``torch.load(weights_only=True)``."""
+    try:
+        import torch
+    except ImportError as e:
+        raise file_error(path, "reading .pth files needs PyTorch (pip install torch), or use .safetensors") from e
+    try:
+        if zipfile.is_zipfile(path):  # torch's own format since 1.6
+            with zipfile.ZipFile(path) as archive:
+                check_zip_members(path, archive)
+        # weights_only: never run pickled code from a downloaded file.
+        raw = torch.load(path, map_location="cpu", weights_only=True)
+    except FileError:
+        raise
+    except Exception as e:  # BadZipFile, RuntimeError, UnpicklingError, EOFError...
+        raise file_error(path, f"not a readable PyTorch checkpoint (truncated or corrupted?): {reason(e)}") from None
+    if isinstance(raw, dict) and not any(isinstance(v, torch.Tensor) for v in raw.values()):
+        for nested in ("state_dict", "model", "state_dict_ema"):
+            if isinstance(raw.get(nested), dict):
+                raw = raw[nested]
+                break
+    if not isinstance(raw, dict):
+        raise file_error(path, f"expected a state dict (dict of tensors), found {type(raw).__name__}")
+    state = {}
+    for key, value in raw.items():
+        if not isinstance(value, torch.Tensor):
+            continue
+        if not isinstance(key, str):
+            raise file_error(path, f"state dict keys must be strings, found {key!r}")
+        try:
+            value = value.detach().cpu()
+            state[key] = value.float().numpy() if value.is_floating_point() else value.numpy()
+        except Exception as e:  # sparse, quantized, meta or complex tensors
+            raise file_error(path, f"tensor {key!r} ({value.dtype}, {value.layout}) is not a dense array: "
+                                   f"{reason(e)}") from None
+    return state
 
 
 def read_state_dict(path) -> dict:
@@ -188,7 +214,10 @@ def read_state_dict(path) -> dict:
     Keys are normalised: a ``module.`` prefix (DataParallel) is dropped and
     torchvision's legacy ``denselayer1.norm.1.weight`` names become
     ``denselayer1.norm1.weight``. A checkpoint dict that nests the weights
-    under ``"state_dict"`` or ``"model"`` is unwrapped.
+    under ``"state_dict"`` or ``"model"`` is unwrapped. Nothing in the file
+    is run: `.pth` files are read with ``weights_only=True`` (a pickle that
+    calls a function is refused), and zip archives are checked first
+    (`check_zip_members`).
 
     Args:
         path: a `.safetensors` file (read without torch) or a `.pth`/`.pt`/
@@ -214,34 +243,10 @@ def read_state_dict(path) -> dict:
 
         try:
             raw = load_file(path)
-        except Exception as e:  # SafetensorError, OSError: truncated/corrupted
-            raise file_error(path, f"not a readable safetensors file (truncated or corrupted?): {e}") from e
+        except Exception as e:  # SafetensorError, OSError, TypeError (bfloat16): truncated/corrupted
+            raise file_error(path, f"not a readable safetensors file (truncated or corrupted?): {reason(e)}") from None
     elif path.endswith((".pth", ".pt", ".bin")):
-        try:
-            import torch
-        except ImportError as e:
-            raise file_error(
-                path,
-                "reading .pth files needs PyTorch (pip install torch); or "
-                "convert it to .safetensors",
-            ) from e
-        try:
-            # weights_only: never run pickled code from a downloaded file.
-            raw = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as e:  # RuntimeError/UnpicklingError/EOFError
-            raise file_error(path, f"not a readable PyTorch checkpoint (truncated or corrupted?): {e}") from e
-        if isinstance(raw, dict) and not any(hasattr(v, "shape") for v in raw.values()):
-            for nested in ("state_dict", "model", "state_dict_ema"):
-                if isinstance(raw.get(nested), dict):
-                    raw = raw[nested]
-                    break
-        if not isinstance(raw, dict):
-            raise file_error(path, f"expected a state dict (dict of tensors), found {type(raw).__name__}")
-        raw = {
-            k: v.detach().cpu().float().numpy() if v.is_floating_point() else v.detach().cpu().numpy()
-            for k, v in raw.items()
-            if isinstance(v, torch.Tensor)
-        }
+        raw = _torch_state(path)
     else:
         raise file_error(path, f"unknown checkpoint type; expected one of {', '.join(TORCH_SUFFIXES)}")
     if not raw:
@@ -355,15 +360,10 @@ def assign(model, table: Table, path, *, skip=(), torch_names: bool = False) -> 
                 f"layer {name!r} has {len(variables)} weights, the file has {len(tensors)}"
             )
             continue
-        bad = False
-        for tensor, var in zip(tensors, variables):
-            if tuple(tensor.value.shape) != tuple(var.shape):
-                want = tensor.source_shape(var.shape)
-                got = tensor.source_shape(tensor.value.shape) if tensor.perm and tensor.value.ndim == len(tensor.perm) else tuple(tensor.value.shape)
-                problems.append(f"{tensor.key}: expected shape {want}, got {got}")
-                bad = True
-        if not bad:
-            plan.append((layer, [t.value for t in tensors]))
+        layer_problems = [p for tensor, var in zip(tensors, variables, strict=True) for p in _mismatch(tensor, var)]
+        problems.extend(layer_problems)
+        if not layer_problems:
+            plan.append((layer, tensors))
     extra = [n for n in table if n not in used and n not in skip]
     if extra:
         keys = [t.key.rpartition(".")[0] if torch_names else t.key for n in extra for t in table[n][:1]]
@@ -379,8 +379,42 @@ def assign(model, table: Table, path, *, skip=(), torch_names: bool = False) -> 
             f"does not fit {model.name} ({len(problems)} problem(s)): " + "; ".join(problems[:6])
             + (f"; and {len(problems) - 6} more" if len(problems) > 6 else ""),
         )
-    for layer, values in plan:
-        layer.set_weights(values)
+    # Every array is read before the first is assigned: a read error (a
+    # damaged HDF5 dataset) leaves the model as it was.
+    values = [[_read(tensor, path) for tensor in tensors] for _, tensors in plan]
+    for (layer, _), arrays in zip(plan, values, strict=True):
+        layer.set_weights(arrays)
+
+
+def _read(tensor: Tensor, path) -> np.ndarray:
+    try:
+        return np.asarray(tensor.value)
+    except Exception as e:
+        raise file_error(path, f"cannot read {tensor.key}: {reason(e)}") from None
+
+
+def _mismatch(tensor: Tensor, var) -> list:
+    """What keeps `tensor` from being assigned to variable `var`: its shape
+    (in the source's layout), or a dtype that is not a number."""
+    value = tensor.value
+    if tuple(value.shape) != tuple(var.shape):
+        want = tensor.source_shape(var.shape)
+        got = tuple(value.shape)
+        if tensor.perm and value.ndim == len(tensor.perm):
+            got = tensor.source_shape(got)
+        return [f"{tensor.key}: expected shape {want}, got {got}"]
+    if np.dtype(value.dtype).kind not in _NUMERIC_KINDS:
+        return [f"{tensor.key}: expected numbers, got dtype {value.dtype}"]
+    return []
+
+
+def _shape(state: dict, key: str, ndim: int, path) -> tuple:
+    """The shape of `state[key]`, which must have `ndim` dimensions and
+    hold values (a zero in a shape would describe an empty layer)."""
+    shape = tuple(int(d) for d in np.shape(state[key]))
+    if len(shape) != ndim or 0 in shape:
+        raise file_error(path, f"{key} must be a {ndim}-D array with no empty dimension, got shape {shape}")
+    return shape
 
 
 def detect_arch(state: dict, path) -> tuple:
@@ -397,16 +431,13 @@ def detect_arch(state: dict, path) -> tuple:
     Raises:
         ValueError: the state dict is not a DenseNet's; names the file.
     """
-    try:
-        conv0 = state["features.conv0.weight"]
-    except KeyError:
+    if "features.conv0.weight" not in state:
         raise file_error(
             path,
             "not a torchvision/timm DenseNet state dict: no 'features.conv0.weight' "
             f"(found keys: {_some(sorted(state), 4)})",
-        ) from None
-    if conv0.ndim != 4:
-        raise file_error(path, f"features.conv0.weight must be 4-D, got shape {conv0.shape}")
+        )
+    conv0 = _shape(state, "features.conv0.weight", 4, path)
     stem = "imagenet" if "features.norm0.weight" in state else "cifar"
     blocks = []
     while True:
@@ -420,14 +451,13 @@ def detect_arch(state: dict, path) -> tuple:
     if not blocks:
         raise file_error(path, "no dense blocks found (keys 'features.denseblock1.denselayer1.*')")
     layer1 = "features.denseblock1.denselayer1"
-    try:
-        growth = int(state[f"{layer1}.conv2.weight"].shape[0])
-    except KeyError:
-        raise file_error(path, f"missing key {layer1}.conv2.weight") from None
+    if f"{layer1}.conv2.weight" not in state:
+        raise file_error(path, f"missing key {layer1}.conv2.weight")
+    growth = _shape(state, f"{layer1}.conv2.weight", 4, path)[0]
     bottleneck = f"{layer1}.conv1.weight" in state
     bn_size = 4
     if bottleneck:
-        width = int(state[f"{layer1}.conv1.weight"].shape[0])
+        width = _shape(state, f"{layer1}.conv1.weight", 4, path)[0]
         if width % growth:
             raise file_error(
                 path,
@@ -435,15 +465,13 @@ def detect_arch(state: dict, path) -> tuple:
             )
         bn_size = width // growth
     compression = 0.5
-    transition = state.get("features.transition1.conv.weight")
-    if transition is not None and transition.ndim == 4:
-        out, inp = int(transition.shape[0]), int(transition.shape[1])
+    if "features.transition1.conv.weight" in state:
+        out, inp = _shape(state, "features.transition1.conv.weight", 4, path)[:2]
         if out != int(inp * 0.5):
             # Any theta with floor(theta * inp) == out; +0.5 keeps float
             # round-off from flooring to out - 1.
             compression = min(1.0, (out + 0.5) / inp)
-    classifier = state.get("classifier.weight")
-    classes = int(classifier.shape[0]) if classifier is not None else None
+    classes = _shape(state, "classifier.weight", 2, path)[0] if "classifier.weight" in state else None
     try:
         arch = ArchConfig(
             blocks=tuple(blocks),
@@ -451,13 +479,13 @@ def detect_arch(state: dict, path) -> tuple:
             bottleneck=bottleneck,
             bn_size=bn_size,
             compression=compression,
-            num_init_features=int(conv0.shape[0]),
+            num_init_features=conv0[0],
             stem=stem,
             default_size=224 if stem == "imagenet" else 32,
         )
     except ValueError as e:
         raise file_error(path, f"not a valid DenseNet: {e}") from e
-    return arch, classes, int(conv0.shape[1])
+    return arch, classes, conv0[1]
 
 
 def describe(arch: ArchConfig) -> str:

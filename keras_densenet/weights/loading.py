@@ -1,10 +1,12 @@
 """Pretrained weights: resolving the `weights` argument, downloading, loading.
 
 `weights` is ``None`` (random init), a weight-set name from the registry
-(``"imagenet"``, ``"torchvision"``...), or a path to a weights file:
+(``"imagenet"``, ``"torchvision"``...), a path to a weights file:
 ``.weights.h5`` (Keras 3), legacy ``.h5`` (keras.applications' published
 format), ``.keras``, or a PyTorch DenseNet state dict (``.pth``,
-``.safetensors``), converted on load.
+``.safetensors``), converted on load; or a keras-hub DenseNet preset (a
+directory holding ``config.json``, or a ``kaggle://`` / ``hf://`` handle),
+loaded by layer name through `keras_densenet.weights.presets`.
 
 Downloads go through `keras.utils.get_file` into the Keras cache, and their
 hash is verified before use: keras' files by full md5, torchvision's by the
@@ -25,8 +27,10 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
+import mmap
 import os
 import zipfile
 from typing import Optional
@@ -35,18 +39,11 @@ import h5py
 import keras
 import numpy as np
 
-from keras_densenet.core import internals, registry
-from keras_densenet.core.files import atomic_write
+from keras_densenet.core import hdf5, internals, registry
+from keras_densenet.core.files import FileError, atomic_write, check_readable, check_zip_members, file_error, reason
 from keras_densenet.core.registry import Variant, WeightsSpec
-from keras_densenet.weights.checkpoints import (
-    TORCH_SUFFIXES,
-    Tensor,
-    assign,
-    check_readable,
-    file_error,
-    read_state_dict,
-    state_to_table,
-)
+from keras_densenet.weights import presets
+from keras_densenet.weights.checkpoints import TORCH_SUFFIXES, Tensor, assign, read_state_dict, state_to_table
 
 #: File endings `weights=PATH` accepts.
 WEIGHT_FILE_SUFFIXES = (".weights.h5", ".h5", ".keras") + TORCH_SUFFIXES
@@ -54,6 +51,9 @@ WEIGHT_FILE_SUFFIXES = (".weights.h5", ".h5", ".keras") + TORCH_SUFFIXES
 TORCH_SOURCES = ("torchvision", "timm")
 #: Suffix of converted checkpoints in the Keras cache.
 CONVERTED_SUFFIX = ".keras_densenet.safetensors"
+#: What `weights` may be, for error messages.
+_ALLOWED = ("a weights file (" + ", ".join(WEIGHT_FILE_SUFFIXES) + "), a keras-hub preset "
+            "(a directory with config.json, or a kaggle:// or hf:// handle)")
 
 
 def _looks_like_path(weights: str) -> bool:
@@ -67,11 +67,14 @@ def _is_torch_file(path: str) -> bool:
 def bn_epsilon_for(weights, spec: Optional[WeightsSpec]) -> float:
     """The BatchNormalization epsilon `weights` were trained with.
 
-    The registry says it for named weight sets; PyTorch files use PyTorch's
-    (1e-5); anything else keras.applications' (1.001e-5).
+    The registry says it for named weight sets; PyTorch files and timm
+    directories use PyTorch's (1e-5); keras-hub presets and anything else
+    keras.applications' (1.001e-5).
     """
     if spec is not None:
         return spec.bn_epsilon
+    if presets.is_preset(weights):
+        return presets.bn_epsilon(weights)
     if isinstance(weights, (str, os.PathLike)) and _is_torch_file(os.fspath(weights)):
         return registry.TORCH_BN_EPSILON
     return registry.KERAS_BN_EPSILON
@@ -93,12 +96,13 @@ def resolve(
         classes: the classifier's size.
 
     Returns:
-        The `WeightsSpec` for a weight-set name, ``None`` for ``None`` or a
-        path.
+        The `WeightsSpec` for a weight-set name, ``None`` for ``None``, a
+        file path or a preset (`load` reads those).
 
     Raises:
-        ValueError: unknown name, missing file, or `classes` that does not
-            match the pretrained classifier.
+        ValueError: unknown name, missing file, a directory that is not a
+            preset, or `classes` that does not match the pretrained
+            classifier.
     """
     if weights is None:
         return None
@@ -106,7 +110,7 @@ def resolve(
         weights = os.fspath(weights)
     if not isinstance(weights, str):
         raise ValueError(
-            "`weights` must be None, a weight-set name or a file path. "
+            "`weights` must be None, a weight-set name, a file path or a keras-hub preset. "
             f"Received: weights={weights!r}"
         )
     available = dict(variant.weights) if variant is not None else {}
@@ -120,6 +124,13 @@ def resolve(
                 "include_top=False and add your own classifier instead."
             )
         return spec
+    if presets.is_preset(weights):
+        return None  # `load` reads it, and checks its architecture
+    if os.path.isdir(weights):
+        raise ValueError(
+            f"`weights` directory {weights!r} is not a keras-hub or timm preset: it has no "
+            f"{presets.names.CONFIG_FILE}. Pass {_ALLOWED}, a weight-set name or None."
+        )
     if os.path.isfile(weights):
         if not weights.endswith(WEIGHT_FILE_SUFFIXES):
             raise ValueError(
@@ -129,15 +140,14 @@ def resolve(
         return None
     if _looks_like_path(weights):
         raise ValueError(
-            f"`weights` file not found: {weights!r}. Pass an existing "
-            f"{', '.join(WEIGHT_FILE_SUFFIXES)} file, a weight-set name or None."
+            f"`weights` file not found: {weights!r}. Pass {_ALLOWED}, a weight-set name or None."
         )
     names = sorted(available)
     where = f"for {variant.name}" if variant is not None else "for this architecture"
     raise ValueError(
         f"Unknown `weights` {weights!r} {where}. Allowed: None, "
         + (", ".join(repr(n) for n in names) + ", " if names else "")
-        + "or the path to a weights file."
+        + f"{_ALLOWED}."
     )
 
 
@@ -244,52 +254,104 @@ def _unflatten(flat: dict) -> dict:
     return table
 
 
-def _count_h5_vars(f: h5py.File) -> int:
-    count = 0
+def _h5_vars(f: h5py.File) -> list:
+    """The layer weights of a Keras 3 weights file: ``[(name, dataset)]``."""
+    found = []
 
     def visit(name, obj):
-        nonlocal count
         # Only layer weights: a compiled model's `.keras` also stores its
-        # optimizer's variables.
-        if (
-            isinstance(obj, h5py.Dataset)
-            and name.startswith("layers/")
-            and name.rpartition("/")[0].endswith("vars")
-        ):
-            count += 1
+        # optimizer's variables. Names are text (h5py decodes them), but a
+        # damaged file can hand back bytes: compared as text either way.
+        name = name.decode("utf8", "replace") if isinstance(name, bytes) else str(name)
+        if isinstance(obj, h5py.Dataset) and name.startswith("layers/") and name.rpartition("/")[0].endswith("vars"):
+            found.append((name, obj))
 
     f.visititems(visit)
-    return count
+    return found
 
 
-def _open_h5(path: str) -> h5py.File:
-    """Opens a `.weights.h5`/`.h5`, or the weights inside a `.keras` zip."""
-    try:
-        if path.endswith(".keras"):
-            with zipfile.ZipFile(path) as z:
-                data = z.read("model.weights.h5")
-            return h5py.File(io.BytesIO(data), "r")
-        return h5py.File(path, "r")
-    except KeyError:
-        raise file_error(path, "the .keras archive holds no model.weights.h5") from None
-    except Exception as e:  # OSError, BadZipFile: truncated or not HDF5/zip
-        raise file_error(path, f"not a readable Keras weights file (truncated or corrupted?): {e}") from e
+def _check_h5_vars(model: keras.Model, f: h5py.File, path: str) -> None:
+    """Checks a Keras 3 weights file against `model` before Keras loads it:
+    the same number of arrays and the same shapes (so that no damaged size
+    makes Keras allocate a huge array), numbers only, every array readable
+    (so that Keras cannot fail half-way through the layers)."""
+    datasets = _h5_vars(f)
+    # Keras 3 silently ignores weights the model has no place for, so
+    # count them first: "partial loads are never silent".
+    if len(datasets) != len(model.weights):
+        raise file_error(
+            path,
+            f"does not fit {model.name}: the file holds {len(datasets)} weight arrays, "
+            f"the model has {len(model.weights)} (another architecture, or include_top "
+            "does not match the file)",
+        )
+    in_file = sorted(tuple(int(d) for d in ds.shape) for _, ds in datasets)
+    in_model = sorted(tuple(int(d) for d in v.shape) for v in model.weights)
+    if in_file != in_model:
+        odd = sorted(set(in_file) - set(in_model))[:3]
+        raise file_error(path, f"does not fit {model.name}: the file holds arrays of shapes the model has "
+                               f"no weight of ({', '.join(map(str, odd)) or 'a different count per shape'})")
+    for name, ds in datasets:
+        if ds.dtype.kind not in "fiu":
+            raise file_error(path, f"{name}: expected numbers, got dtype {ds.dtype}")
+        ds[()]  # reads it: a damaged block fails here, not inside Keras
+
+
+#: A `.keras` archive's weights may be this much larger than the model's
+#: weights (optimizer variables, HDF5 overhead) before loading refuses them.
+_MAX_WEIGHTS_RATIO, _MAX_WEIGHTS_SLACK = 8, 64 << 20
+
+
+@contextlib.contextmanager
+def _open_h5(path: str, model: keras.Model, trusted: bool):
+    """Opens a `.weights.h5`/`.h5`, or the weights inside a `.keras` zip,
+    once `core.hdf5`'s checks accept it (a `trusted` file, whose hash was
+    verified, skips the child-process probe)."""
+    if not path.endswith(".keras"):
+        with open(path, "rb") as raw, mmap.mmap(raw.fileno(), 0, access=mmap.ACCESS_READ) as data:
+            hdf5.check_heaps(data, path)
+        if not trusted:
+            hdf5.probe(path)
+        with h5py.File(path, "r") as f:
+            yield f
+        return
+    with zipfile.ZipFile(path) as z:
+        check_zip_members(path, z)
+        try:
+            info = z.getinfo("model.weights.h5")
+        except KeyError:
+            raise file_error(path, "the .keras archive holds no model.weights.h5") from None
+        limit = _MAX_WEIGHTS_RATIO * sum(int(np.prod(v.shape)) * 8 for v in model.weights) + _MAX_WEIGHTS_SLACK
+        if info.file_size > limit:
+            raise file_error(path, f"model.weights.h5 declares {info.file_size} bytes, far more than the "
+                                   f"weights of {model.name} need")
+        data = z.read(info)
+    hdf5.check_heaps(data, path)
+    if not trusted:
+        hdf5.probe(path, "model.weights.h5", len(data))
+    with h5py.File(io.BytesIO(data), "r") as f:
+        yield f
 
 
 def _legacy_table(group, path: str) -> list:
-    """[(layer_name, [Tensor])] of a legacy (Keras 2 / keras.applications) h5."""
+    """[(layer_name, [Tensor])] of a legacy (Keras 2 / keras.applications) h5.
+
+    The tensors' values are the h5py datasets, read only once `assign` has
+    checked every shape (a damaged shape cannot make it allocate).
+    """
     def text(v):
-        return v.decode("utf8") if hasattr(v, "decode") else str(v)
+        return v.decode("utf8", "replace") if hasattr(v, "decode") else str(v)
 
     layers = []
-    for name in group.attrs["layer_names"]:
+    for name in np.atleast_1d(group.attrs["layer_names"]):
         name = text(name)
         g = group[name]
-        weight_names = [text(w) for w in g.attrs.get("weight_names", [])]
+        weight_names = [text(w) for w in np.atleast_1d(g.attrs.get("weight_names", []))]
         if weight_names:
-            layers.append(
-                (name, [Tensor(f"{name}/{w}", np.asarray(g[w])) for w in weight_names])
-            )
+            tensors = [Tensor(f"{name}/{w}", g[w]) for w in weight_names]
+            if not all(isinstance(t.value, h5py.Dataset) for t in tensors):
+                raise file_error(path, f"layer {name!r}: a weight is not an array")
+            layers.append((name, tensors))
     return layers
 
 
@@ -314,11 +376,11 @@ def _load_legacy(model: keras.Model, group, path: str, include_top: bool) -> Non
                 f"weights, the model {len(wanted)} (another architecture, or "
                 "include_top does not match the file)",
             )
-        table = {name: ts for name, (_, ts) in zip(wanted, layers)}
+        table = {name: ts for name, (_, ts) in zip(wanted, layers, strict=True)}
     assign(model, table, path, skip=() if include_top else ("predictions",))
 
 
-def load_file(model: keras.Model, path, include_top: bool = True) -> None:
+def load_file(model: keras.Model, path, include_top: bool = True, trusted: bool = False) -> None:
     """Loads a weights file of any supported type into `model`, all or nothing.
 
     Args:
@@ -327,6 +389,8 @@ def load_file(model: keras.Model, path, include_top: bool = True) -> None:
             state dict (``.pth``/``.safetensors``, converted on the fly).
         include_top: whether `model` has the classifier; without it, a
             classifier in a legacy ``.h5`` or PyTorch file is ignored.
+        trusted: the file's hash was verified (a registered weight set):
+            HDF5 files skip the child-process probe of `core.hdf5`.
 
     Raises:
         ValueError: the file is empty, truncated, corrupted, of another
@@ -339,50 +403,65 @@ def load_file(model: keras.Model, path, include_top: bool = True) -> None:
         table = state_to_table(read_state_dict(path), path)
         assign(model, table, path, skip=skip, torch_names=True)
         return
-    with _open_h5(path) as f:
-        if "layer_names" in f.attrs:
-            return _load_legacy(model, f, path, include_top)
-        if "model_weights" in f and "layer_names" in f["model_weights"].attrs:
-            return _load_legacy(model, f["model_weights"], path, include_top)
-        if path.endswith(".h5") and not path.endswith(".weights.h5"):
-            raise file_error(path, "not a legacy Keras .h5 weights file (no 'layer_names')")
-        # Keras 3 silently ignores weights the model has no place for, so
-        # count them first: "partial loads are never silent".
-        in_file, in_model = _count_h5_vars(f), len(model.weights)
-    if in_file != in_model:
-        raise file_error(
-            path,
-            f"does not fit {model.name}: the file holds {in_file} weight arrays, "
-            f"the model has {in_model} (another architecture, or include_top "
-            "does not match the file)",
-        )
+    try:
+        with _open_h5(path, model, trusted) as f:
+            if "layer_names" in f.attrs:
+                return _load_legacy(model, f, path, include_top)
+            if "model_weights" in f and "layer_names" in f["model_weights"].attrs:
+                return _load_legacy(model, f["model_weights"], path, include_top)
+            if path.endswith(".h5") and not path.endswith(".weights.h5"):
+                raise file_error(path, "not a legacy Keras .h5 weights file (no 'layer_names')")
+            _check_h5_vars(model, f, path)
+    except FileError:
+        raise
+    except Exception as e:  # h5py's OSError/KeyError/RuntimeError/TypeError, BadZipFile...: damaged
+        raise file_error(path, f"not a readable Keras weights file (truncated or corrupted?): {reason(e)}") from None
+    # The file has been read whole above; should Keras still fail, the
+    # model gets its weights back (all or nothing).
+    before = [keras.ops.convert_to_numpy(v) for v in model.weights]
     try:
         model.load_weights(path)
     except Exception as e:
-        raise file_error(path, f"does not fit {model.name}: {e}") from e
+        for v, value in zip(model.weights, before, strict=True):
+            v.assign(value)
+        raise file_error(path, f"does not fit {model.name}: {reason(e)}") from None
 
 
-def load(model: keras.Model, weights, spec: Optional[WeightsSpec], include_top: bool, variant: Optional[Variant]) -> None:
+def load(model: keras.Model, weights, spec: Optional[WeightsSpec], include_top: bool,
+         variant: Optional[Variant]) -> None:
     """Loads `weights` into `model` in place; raises instead of loading part.
 
+    Args:
+        model: the DenseNet just built.
+        weights: the builder's `weights` argument, as `resolve` accepted it.
+        spec: what `resolve` returned for it.
+        include_top: whether `model` has the classifier (loaded too).
+        variant: the registered variant `model` is, if any (named in errors).
+
     Raises:
-        ValueError: the file does not fit the model or cannot be read, or
-            the download failed; the message names the file or URL.
+        ValueError: the file or preset does not fit the model or cannot be
+            read, or the download failed; the message names the file, preset
+            or URL.
+        MissingExtraError: a ``kaggle://`` / ``hf://`` preset without
+            keras-hub (the ``[hub]`` extra).
     """
     if weights is None:
         return
     name = variant.name if variant else model.name
+    if spec is None and presets.is_preset(weights):
+        presets.load_preset(model, weights, include_top)
+        return
     if spec is None:
         return load_file(model, os.fspath(weights), include_top)
     if spec.source in TORCH_SOURCES:
         table, path = _converted(spec, name)
         skip = () if include_top else ("predictions",)
         return assign(model, table, path, skip=skip, torch_names=True)
-    return load_file(model, fetch(spec, include_top, name), include_top)
+    return load_file(model, fetch(spec, include_top, name), include_top, trusted=True)
 
 
 def sources_markdown() -> str:
-    """The README's table of pretrained weights, generated from the registry.
+    """docs/weights.md's table of pretrained weights, generated from the registry.
 
     Example:
 
@@ -394,12 +473,18 @@ def sources_markdown() -> str:
         "|---|---|---|---|---|---|---|---|",
     ]
     for variant in registry.VARIANTS.values():
+        # An alias is the same file as the set it names: one row, both names.
+        names_of: dict = {}
         for name, spec in variant.weights.items():
-            default = " (default)" if name == variant.default_weights else ""
+            names_of.setdefault(id(spec), (spec, []))[1].append(name)
+        for spec, names in names_of.values():
+            label = ", ".join(
+                f"`{name!r}`" + (" (default)" if name == variant.default_weights else "") for name in names
+            )
             accuracy = f"{spec.top1} / {spec.top5}" if spec.top1 is not None else "-"
             file = spec.url.rsplit("/", 1)[-1]
             rows.append(
-                f"| {variant.name} | `{name!r}`{default} | {spec.source} | {accuracy} | "
+                f"| {variant.name} | {label} | {spec.source} | {accuracy} | "
                 f"{spec.input_size} | `{spec.preprocessing}` | {spec.bn_epsilon:g} | "
                 f"[{file}]({spec.url}) ({spec.hash_algorithm} `{spec.file_hash}`)"
                 + (f", [no top]({spec.notop_url})" if spec.notop_url else "")

@@ -1,6 +1,27 @@
 """Shared fixtures (plain helpers are in tests/helpers.py). The suite runs once
 per backend (KERAS_BACKEND is read when keras is imported), e.g.
-``KERAS_BACKEND=jax python -m pytest tests``."""
+``KERAS_BACKEND=jax python -m pytest tests``.
+
+Which backends' suites run a test is said by a marker (registered in
+pyproject.toml), and decided here at collection: the other suites skip the
+test, their reason naming the suite that runs it.
+
+- ``@pytest.mark.backends("jax", reason=...)``: runs in those backends'
+  suites only (it tests what they do).
+- ``@pytest.mark.one_backend("torch", "tensorflow", reason=...)``: a
+  backend-independent check (a child process, a file format) runs in exactly
+  one suite: the first backend of the preference list whose engine is
+  installed (`tests.helpers.one_backend`).
+
+Skips that depend on what is installed or on the machine stay in the tests,
+at run time, with their reasons.
+
+Every test has a time limit (pytest-timeout: ``timeout`` in pyproject.toml,
+``@pytest.mark.timeout(seconds)`` on the few that need more), so a hang
+fails that test by name. A test's child processes get a shorter
+``subprocess`` timeout than the test, so that a hung child fails with its
+own output.
+"""
 
 import gc
 import os
@@ -23,7 +44,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from tests.helpers import BACKEND  # noqa: E402
+from tests.helpers import BACKEND, BACKENDS, one_backend  # noqa: E402
 
 
 def _full_float32_precision():
@@ -54,6 +75,45 @@ _full_float32_precision()
 # run: frozen, Python's garbage collector stops walking their ~600k objects
 # again at every full collection (0.4 s each).
 gc.freeze()
+
+
+def _suites(mark, item) -> str:
+    """"the jax suite", "the tensorflow and torch suites": where `mark` runs tests."""
+    unknown = [n for n in mark.args if n not in BACKENDS]
+    if unknown:
+        raise pytest.UsageError(f"{item.nodeid}: unknown backend(s) {unknown} in a suite marker; known: {BACKENDS}")
+    return "the " + " and ".join(mark.args) + (" suites" if len(mark.args) > 1 else " suite")
+
+
+def _skip_reason(where: str, mark) -> str:
+    why = mark.kwargs.get("reason")
+    return f"runs in {where}: {why}" if why else f"runs in {where}"
+
+
+def _suite_skip(item):
+    """The reason this suite skips `item`, from its ``backends`` and
+    ``one_backend`` markers (all of them: a module's and a test's); None
+    where it runs here."""
+    for mark in item.iter_markers("backends"):
+        if not mark.args:
+            raise pytest.UsageError(f"{item.nodeid}: @pytest.mark.backends() names no backend")
+        where = _suites(mark, item)
+        if BACKEND not in mark.args:
+            return _skip_reason(where, mark)
+    for mark in item.iter_markers("one_backend"):
+        _suites(mark, item)  # known names only
+        suite = one_backend(*mark.args)
+        if suite != BACKEND:
+            return _skip_reason(f"the {suite} suite", mark)
+    return None
+
+
+def pytest_collection_modifyitems(config, items):
+    """Skips the tests whose suite markers leave out this backend."""
+    for item in items:
+        reason = _suite_skip(item)
+        if reason is not None:
+            item.add_marker(pytest.mark.skip(reason=reason))
 
 
 @pytest.fixture(autouse=True)

@@ -2,18 +2,27 @@
 NumPy, random images. Fixtures live in conftest.py; plain helpers here, so
 test files import them by name (``from tests.helpers import TINY, run``)."""
 
+import pathlib
+
 import keras
 import numpy as np
 
 from keras_densenet.core.registry import ArchConfig
 
+#: The backend of this run: the suite runs once per backend.
 BACKEND = keras.backend.backend()
+#: Every backend the suite runs on, one run each.
+BACKENDS = ("tensorflow", "jax", "torch")
+#: The scripts tests run in child processes (``[sys.executable, str(SCRIPTS / "name.py"), ...]``).
+SCRIPTS = pathlib.Path(__file__).resolve().parent / "scripts"
 
 
 def one_backend(*preference: str) -> str:
     """The backend whose suite runs a backend-independent check: the first
-    installed of `preference` (cheapest first). The suite runs once per
-    backend; the others skip the check, saying which one runs it."""
+    installed of `preference` (cheapest first), else this run's backend
+    (where the test's own capability check then skips it). Tests select
+    suites with the ``one_backend`` marker (tests/conftest.py), which calls
+    this."""
     from keras_densenet.core import extras
 
     return next((b for b in preference if extras.installed(b)), BACKEND)
@@ -101,7 +110,8 @@ def loss_grads_stats(model, x, y):
             out, new = model.stateless_call(trainable, nontrainable, x, training=True)
             return loss_of(out), new
 
-        (loss, stats), grads = jax.jit(jax.value_and_grad(f, has_aux=True))([v.value for v in model.trainable_variables])
+        step = jax.jit(jax.value_and_grad(f, has_aux=True))
+        (loss, stats), grads = step([v.value for v in model.trainable_variables])
     elif BACKEND == "tensorflow":
         import tensorflow as tf
 

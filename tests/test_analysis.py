@@ -1,5 +1,6 @@
-"""keras_densenet.tools.analysis and the `table` / `reuse` commands: facts counted
-from real graphs, checked against published figures and hand computations."""
+"""The paper's analyses (keras_densenet.tools: `counts`, `connectivity`,
+`reuse`, `table`) and the `table` / `reuse` commands: facts counted from real
+graphs, checked against published figures and hand computations."""
 
 import json
 import math
@@ -13,7 +14,8 @@ from PIL import Image
 import keras_densenet
 from keras_densenet import cli
 from keras_densenet.core import registry
-from keras_densenet.tools import analysis
+from keras_densenet.layers.initialization import shape_only
+from keras_densenet.tools import counts, reuse, table
 from tests.helpers import PAPER_DEPTH
 
 # torchvision's model cards: GFLOPS (really GMACs of convs + linear layers at
@@ -55,9 +57,9 @@ def trainable(model):
 
 @pytest.fixture(scope="module")
 def published():
-    with analysis.shape_only():
-        built = {name: analysis.build_model(name) for name in TORCHVISION}
-        built["resnet50"] = analysis.build_model("resnet50")
+    with shape_only():
+        built = {name: table.build_model(name) for name in TORCHVISION}
+        built["resnet50"] = table.build_model("resnet50")
         built["resnet50_v15"] = resnet50_v15()
     return built
 
@@ -66,29 +68,29 @@ def published():
 def test_densenet_macs_and_params_match_torchvision(published, name):
     macs, params = TORCHVISION[name]
     model = published[name]
-    assert abs(analysis.count_macs(model) / macs - 1) < TOLERANCE
+    assert abs(counts.count_macs(model) / macs - 1) < TOLERANCE
     assert trainable(model) == params
 
 
 def test_resnet50_macs_match_published(published):
     # torchvision ResNet-50: 4.1 billion, 25,557,032 parameters.
-    assert abs(analysis.count_macs(published["resnet50_v15"]) / 4.1e9 - 1) < TOLERANCE
+    assert abs(counts.count_macs(published["resnet50_v15"]) / 4.1e9 - 1) < TOLERANCE
     assert trainable(published["resnet50_v15"]) == 25_557_032
     # keras.applications' ResNet50 is He et al.'s: 3.8 x 10^9 in their Table 1.
-    assert abs(analysis.count_macs(published["resnet50"]) / 3.8e9 - 1) < TOLERANCE
+    assert abs(counts.count_macs(published["resnet50"]) / 3.8e9 - 1) < TOLERANCE
 
 
 def test_depth_table_covers_every_model():
-    assert set(PAPER_DEPTH) == set(analysis.model_names())
+    assert set(PAPER_DEPTH) == set(table.model_names())
 
 
-@pytest.mark.parametrize("name", [n for n in analysis.model_names() if n not in registry.VARIANTS])
+@pytest.mark.parametrize("name", [n for n in table.model_names() if n not in registry.VARIANTS])
 def test_depth_of_the_other_models_from_graph(name):
     """The ResNets of the table; the registered DenseNets are counted in
     tests/test_models.py::test_every_registered_variant."""
-    with analysis.shape_only():
-        model = analysis.build_model(name)
-    assert analysis.weighted_depth(model) == PAPER_DEPTH[name]
+    with shape_only():
+        model = table.build_model(name)
+    assert counts.weighted_depth(model) == PAPER_DEPTH[name]
 
 
 def test_macs_and_activation_bytes_by_hand():
@@ -101,22 +103,22 @@ def test_macs_and_activation_bytes_by_hand():
     x = layers.AveragePooling2D(2)(x)
     x = layers.Flatten()(x)
     model = keras.Model(inputs, layers.Dense(5)(x))
-    assert analysis.count_macs(model) == 64 * 27 * 4 + 64 * 2 * 6 + 160 * 5
-    assert analysis.weighted_depth(model) == 3
+    assert counts.count_macs(model) == 64 * 27 * 4 + 64 * 2 * 6 + 160 * 5
+    assert counts.weighted_depth(model) == 3
     f32 = 4
     # g's input c (the first conv reads the input batch: not counted),
     # BN's input g, ReLU's output r, Dense's input (the flat pooled maps).
-    assert analysis.activation_bytes(model) == f32 * (64 * 4 + 64 * 6 + 64 * 6 + 160)
+    assert counts.activation_bytes(model) == f32 * (64 * 4 + 64 * 6 + 64 * 6 + 160)
 
 
 def test_memory_efficient_activations_grow_linearly():
     def per_layer_growth(memory_efficient):
         sizes = []
-        with analysis.shape_only():
+        with shape_only():
             for n in (2, 4, 6, 8):
                 model = keras_densenet.DenseNet((n,), 8, stem="cifar", input_shape=(16, 16, 3),
                                                 classes=2, memory_efficient=memory_efficient)
-                sizes.append(analysis.activation_bytes(model))
+                sizes.append(counts.activation_bytes(model))
         return np.diff(sizes)
 
     standard, efficient = per_layer_growth(False), per_layer_growth(True)
@@ -127,10 +129,10 @@ def test_memory_efficient_activations_grow_linearly():
 
 def test_shape_only_counts_equal_built_model_counts():
     kwargs = dict(blocks=(2, 2), growth_rate=4, num_init_features=8, input_shape=(32, 32, 3), classes=3)
-    with analysis.shape_only():
+    with shape_only():
         abstract = keras_densenet.DenseNet(**kwargs)
     real = keras_densenet.DenseNet(**kwargs)
-    for count in (analysis.count_macs, analysis.activation_bytes, analysis.weighted_depth):
+    for count in (counts.count_macs, counts.activation_bytes, counts.weighted_depth):
         assert count(abstract) == count(real)
     assert abstract.count_params() == real.count_params()
 
@@ -173,7 +175,7 @@ def _first_convs(model, bottleneck=True):
     conv = "1_conv" if bottleneck else "2_conv"
     names = [f"conv2_block{i}_{conv}" for i in (1, 2)] + ["pool2_conv"]
     names += [f"conv3_block{i}_{conv}" for i in (1, 2, 3)]
-    return names + (["predictions"] if "predictions" in [l.name for l in model.layers] else [])
+    return names + (["predictions"] if "predictions" in [layer.name for layer in model.layers] else [])
 
 
 def set_known_weights(model, bottleneck=True):
@@ -205,7 +207,7 @@ def expected_matrix(k0, layers_in_block, target_extra, zero=None):
 
 def assert_matrix(actual, expected):
     assert len(actual) == len(expected)
-    for a_row, e_row in zip(actual, expected):
+    for a_row, e_row in zip(actual, expected, strict=True):
         assert [a is None for a in a_row] == [e is None for e in e_row]
         np.testing.assert_allclose([a for a in a_row if a is not None],
                                    [e for e in e_row if e is not None], rtol=1e-6)
@@ -215,8 +217,8 @@ def assert_matrix(actual, expected):
 def test_feature_reuse_matrix_values(bottleneck):
     model = tiny(bottleneck=bottleneck)
     set_known_weights(model, bottleneck)
-    reuse = analysis.feature_reuse(model)
-    first, second = reuse["blocks"]
+    matrices = reuse.feature_reuse(model)
+    first, second = matrices["blocks"]
     assert first["name"] == "conv2" and second["name"] == "conv3"
     assert first["targets"] == ["layer 1", "layer 2", "transition"]
     assert second["targets"] == ["layer 1", "layer 2", "layer 3", "classifier"]
@@ -230,9 +232,9 @@ def test_feature_reuse_memory_efficient_and_headless():
     set_known_weights(standard)
     efficient = tiny(memory_efficient=True)
     efficient.set_weights(standard.get_weights())
-    assert analysis.feature_reuse(efficient)["blocks"] == analysis.feature_reuse(standard)["blocks"]
+    assert reuse.feature_reuse(efficient)["blocks"] == reuse.feature_reuse(standard)["blocks"]
     headless = tiny(include_top=False)
-    last = analysis.feature_reuse(headless)["blocks"][-1]
+    last = reuse.feature_reuse(headless)["blocks"][-1]
     assert last["targets"] == ["layer 1", "layer 2", "layer 3"]
     assert len(last["matrix"]) == 4
 
@@ -242,7 +244,7 @@ def test_feature_reuse_of_a_trained_classifier():
 
     # `train`'s model: the DenseNet is nested, the classifier is outside it.
     model, _ = build_classifier(TrainConfig(depth=10, growth_rate=4), 3, 1)
-    blocks = analysis.feature_reuse(model)["blocks"]
+    blocks = reuse.feature_reuse(model)["blocks"]
     assert [b["targets"][-1] for b in blocks] == ["transition", "transition", "classifier"]
     # DenseNet-BC-10, k=4: 8 stem channels -> 12 -> 6 -> 10 -> 5 -> 9 read by the classifier.
     kernel = np.abs(keras.ops.convert_to_numpy(model.get_layer("predictions").kernel))
@@ -255,7 +257,7 @@ def test_feature_reuse_rejects_other_models():
     inputs = keras.Input((8, 8, 3))
     other = keras.Model(inputs, layers.Dense(2)(layers.Flatten()(layers.Conv2D(2, 3)(inputs))))
     with pytest.raises(ValueError, match="not a DenseNet built by keras_densenet"):
-        analysis.feature_reuse(other)
+        reuse.feature_reuse(other)
 
 
 def test_reuse_cli_writes_heatmap_and_json(capsys, tmp_path):

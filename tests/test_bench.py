@@ -1,4 +1,4 @@
-"""`bench --measure step` (keras_densenet/benchmarks/bench.py): the training-step
+"""`bench step` (keras_densenet/benchmarks/bench.py): the training-step
 time of the model `keras-densenet train` fits by default. A tiny real run
 checks the table and JSON structure and that the model is the trainer's;
 a fake worker checks the oneDNN rows and the child's environment without
@@ -11,9 +11,9 @@ import subprocess
 import pytest
 
 from keras_densenet import cli
-from keras_densenet.benchmarks import bench
+from keras_densenet.benchmarks import bench, bench_worker
 from keras_densenet.data.datasets import MIN_IMAGE_SIZE
-from tests.helpers import BACKEND, one_backend
+from tests.helpers import BACKEND
 
 #: The smallest size the bench takes, 16 where the trainer allows it.
 SIZE = max(16, MIN_IMAGE_SIZE)
@@ -23,22 +23,22 @@ STEPS = 2
 #: process per graph) is the parent's bookkeeping, so one suite runs each.
 #: The step table runs in TensorFlow's, the backend with the oneDNN row
 #: (the other rows' labels: `test_onednn_rows_set_the_tensorflow_childs_environment`).
-STEP_SUITE = one_backend("tensorflow", "torch", "jax")
-#: `--measure time` in torch's, where its two child processes start fastest
+step_suite = pytest.mark.one_backend(
+    "tensorflow", "torch", "jax", reason="the step table's bookkeeping does not depend on the suite")
+#: `bench time` in torch's, where its two child processes start fastest
 #: (on JAX, XLA compiles the two DenseNet-BC-100 steps in ~50 s).
-TIME_SUITE = one_backend("torch", "tensorflow", "jax")
+time_suite = pytest.mark.one_backend(
+    "torch", "tensorflow", "jax", reason="backend-independent dispatch to child processes")
 
 
 @pytest.fixture(scope="module")
 def step_run(tmp_path_factory):
-    if BACKEND != STEP_SUITE:
-        pytest.skip(f"the step table's bookkeeping does not depend on the suite: the {STEP_SUITE} suite runs it")
     path = tmp_path_factory.mktemp("bench") / "step.json"
-    argv = ["bench", "--measure", "step", "--backends", BACKEND, "--step-sizes", str(SIZE),
-            "--step-count", str(STEPS), "--json", str(path)]
+    argv = ["bench", "step", "--backends", BACKEND, "--sizes", str(SIZE), "--steps", str(STEPS), "--json", str(path)]
     return argv, path
 
 
+@step_suite
 def test_step_table_and_json(step_run, capsys):
     argv, path = step_run
     assert cli.main(argv) == 0
@@ -61,6 +61,7 @@ def test_step_table_and_json(step_run, capsys):
     assert f"{machine['cpu_count']} cores, AVX-512: " in table
 
 
+@step_suite
 def test_step_measures_the_trainers_model(step_run):
     """The child's model has the parameters and name of `build_classifier`'s."""
     import dataclasses
@@ -82,7 +83,7 @@ def test_machine_reports_avx512_from_cpuinfo():
     info = throughput.machine()
     try:
         with open("/proc/cpuinfo") as f:
-            flags = next(l.split(":", 1)[1].split() for l in f if l.startswith("flags"))
+            flags = next(line.split(":", 1)[1].split() for line in f if line.startswith("flags"))
     except (OSError, StopIteration):
         assert info["avx512"] is None
         return
@@ -101,7 +102,7 @@ def _fake_worker(monkeypatch, envs):
                "tf_enable_onednn_opts": env.get("TF_ENABLE_ONEDNN_OPTS")}
         return subprocess.CompletedProcess(cmd, 0, stdout=json.dumps(out) + "\n", stderr="")
 
-    monkeypatch.setattr(bench.subprocess, "run", run)
+    monkeypatch.setattr(bench_worker.subprocess, "run", run)
 
 
 def test_onednn_rows_set_the_tensorflow_childs_environment(monkeypatch, capsys):
@@ -126,31 +127,31 @@ def test_onednn_rows_set_the_tensorflow_childs_environment(monkeypatch, capsys):
 
 def test_default_step_size_is_the_trainers():
     assert bench.BenchOptions().step_sizes == (bench.TRAIN_DEFAULTS.image_size,)
-    args = cli.build_parser().parse_args(["bench"])
+    args = cli.build_parser().parse_args(["bench", "step"])
     assert args.step_sizes == str(bench.TRAIN_DEFAULTS.image_size) and args.step_count == 20
 
 
 @pytest.mark.parametrize("argv, option", [
-    (["--step-sizes", "0"], "--step-sizes"),
-    (["--step-sizes", "7"], "--step-sizes"),
-    (["--step-sizes", f"{SIZE},{MIN_IMAGE_SIZE - 1}"], "--step-sizes"),
-    (["--step-sizes", "big"], "--step-sizes"),
-    (["--step-sizes", ","], "--step-sizes"),
+    (["--sizes", "0"], "--sizes"),
+    (["--sizes", "7"], "--sizes"),
+    (["--sizes", f"{SIZE},{MIN_IMAGE_SIZE - 1}"], "--sizes"),
+    (["--sizes", "big"], "--sizes"),
+    (["--sizes", ","], "--sizes"),
     (["--onednn", "fast"], "--onednn"),
-    (["--step-count", "0"], "--step-count"),
+    (["--steps", "0"], "--steps"),
 ])
 def test_bad_step_options_exit_2(argv, option, capsys):
-    assert cli.main(["bench", "--measure", "step", *argv]) == 2
+    assert cli.main(["bench", "step", *argv]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("keras-densenet bench: error:") and option in err[0]
+    assert len(err) == 1 and err[0].startswith("keras-densenet bench step: error:") and option in err[0]
 
 
-@pytest.mark.skipif(BACKEND != TIME_SUITE, reason=f"backend-independent dispatch to child processes: runs in the "
-                    f"{TIME_SUITE} suite")
+@time_suite
+@pytest.mark.timeout(600)  # 95 s on a 2-core machine loaded 3x over (torch); the default is 300 s
 def test_time_measure_runs_both_graphs(capsys):
-    """`--measure time` end to end on a tiny input: a row per backend, the
+    """`bench time` end to end on a tiny input: a row per backend, the
     standard and the memory-efficient graph each timed in its own process."""
-    argv = ["bench", "--measure", "time", "--backends", BACKEND, "--time-size", "8", "--steps", "1"]
+    argv = ["bench", "time", "--backends", BACKEND, "--size", "8", "--steps", "1"]
     assert cli.main(argv) == 0
     row = [line for line in capsys.readouterr().out.splitlines() if line.startswith(f"| {BACKEND} |")]
     assert len(row) == 1

@@ -1,4 +1,4 @@
-"""`bench --measure runtimes` (keras_densenet/benchmarks/runtime_bench.py): CPU
+"""`bench runtimes` (keras_densenet/benchmarks/runtime_bench.py): CPU
 inference by runtime. One tiny real run (DenseNet-BC-100 at 32x32, batch 2,
 one round of one call) checks the table, the JSON and the ratios; fake child
 processes check the alternating rounds and that a failing candidate leaves
@@ -11,9 +11,9 @@ import subprocess
 import pytest
 
 from keras_densenet import cli
+from keras_densenet.benchmarks import bench, runtime_bench, runtime_worker
 from keras_densenet.core import extras
-from keras_densenet.benchmarks import bench, runtime_bench
-from tests.helpers import BACKEND, one_backend
+from tests.helpers import BACKEND
 
 #: The smallest registered variant (0.8M parameters); its CIFAR stem is
 #: also native PyTorch's swapped stem. 8x8 is what its three blocks take.
@@ -23,7 +23,8 @@ SIZE, BATCH = 8, 2
 #: and the artifacts written by `runtime_bench.build_backend()`, whatever
 #: the suite's backend): the real run is the same in every suite, so one
 #: suite runs it, with the Keras rows of TensorFlow and torch.
-RUNS_IN = one_backend("torch", "tensorflow", "jax")
+runs_in_one_suite = pytest.mark.one_backend(
+    "torch", "tensorflow", "jax", reason="every candidate runs in a child process, the same from any suite")
 #: The Keras rows: TensorFlow's and torch's (not JAX's: XLA compiling the
 #: model took this test over a minute).
 KERAS_BACKENDS = ("tensorflow", "torch")
@@ -48,15 +49,15 @@ def _table_rows(text: str) -> dict:
 def runtimes_run(tmp_path_factory):
     if not extras.installed("torch"):
         pytest.skip("native PyTorch, the ratios' reference, needs torch")
-    if BACKEND != RUNS_IN:
-        pytest.skip(f"every candidate runs in a child process, the same from any suite: the {RUNS_IN} suite runs it")
     path = tmp_path_factory.mktemp("bench") / "runtimes.json"
-    argv = ["bench", "--measure", "runtimes", "--backends", ",".join(KERAS_BACKENDS), "--runtimes-variant", VARIANT,
-            "--runtimes-size", str(SIZE), "--runtimes-batch", str(BATCH), "--rounds", "1", "--iters", "1",
-            "--runtimes-candidates", ",".join(CANDIDATES), "--json", str(path)]
+    argv = ["bench", "runtimes", "--backends", ",".join(KERAS_BACKENDS), "--variant", VARIANT,
+            "--size", str(SIZE), "--batch", str(BATCH), "--rounds", "1", "--iters", "1",
+            "--candidates", ",".join(CANDIDATES), "--json", str(path)]
     return argv, path
 
 
+@runs_in_one_suite
+@pytest.mark.timeout(600)  # 150 s on a 2-core machine loaded 3x over (torch); the default is 300 s
 def test_runtimes_table_and_json(runtimes_run, capsys):
     argv, path = runtimes_run
     assert cli.main(argv) == 0
@@ -141,13 +142,14 @@ def test_bench_runs_every_child_in_a_process_of_its_own(monkeypatch):
 
     def run(cmd, env, **kwargs):
         seen.append((cmd[1:3], env.get("KERAS_BACKEND"), env["OMP_NUM_THREADS"]))
-        out = runtime_bench._RESULT + json.dumps({"images_per_s": 1.0, "seconds": 1.0, "load_s": 0, "version": "1"})
+        result = {"images_per_s": 1.0, "seconds": 1.0, "load_s": 0, "version": "1"}
+        out = runtime_worker.RESULT_PREFIX + json.dumps(result)
         return subprocess.CompletedProcess(cmd, 0, stdout="noise\n" + out + "\n", stderr="")
 
     monkeypatch.setattr(runtime_bench.subprocess, "run", run)
     job = {"job": "time", "candidate": "keras_torch"}
     assert runtime_bench.spawn(job, "torch", 3)["images_per_s"] == 1.0
-    assert seen == [(["-m", "keras_densenet.benchmarks.runtime_bench"], "torch", "3")]
+    assert seen == [(["-m", "keras_densenet.benchmarks.runtime_worker"], "torch", "3")]
 
 
 def test_its_own_torch_export_file_is_timed(tmp_path):
@@ -167,29 +169,29 @@ def test_its_own_torch_export_file_is_timed(tmp_path):
     job = {"job": "time", "candidate": "torch_export", "path": path, "variant": VARIANT, "size": 4, "batch": BATCH,
            "iters": 2, "threads": os.cpu_count()}  # all CPUs: the process's affinity stays
     try:
-        result = runtime_bench.time_here(job)
+        result = runtime_worker.time_here(job)
     finally:
         torch.set_num_threads(threads)
     assert result["images_per_s"] > 0 and result["version"].startswith("torch ")
 
 
 @pytest.mark.parametrize("argv, option", [
-    (["--runtimes-candidates", "tensorrt"], "--runtimes-candidates"),
-    (["--runtimes-candidates", ","], "--runtimes-candidates"),
-    (["--runtimes-size", "16"], "--runtimes-size"),  # DenseNet-121 needs 32
-    (["--runtimes-batch", "0"], "--runtimes-batch"),
-    (["--runtimes-threads", "0"], "--runtimes-threads"),
-    (["--runtimes-variant", "densenet7"], "densenet7"),
+    (["--candidates", "tensorrt"], "--candidates"),
+    (["--candidates", ","], "--candidates"),
+    (["--size", "16"], "--size"),  # DenseNet-121 needs 32
+    (["--batch", "0"], "--batch"),
+    (["--threads", "0"], "--threads"),
+    (["--variant", "densenet7"], "densenet7"),
 ])
 def test_bad_runtimes_options_exit_2(argv, option, capsys):
-    assert cli.main(["bench", "--measure", "runtimes", *argv]) == 2
+    assert cli.main(["bench", "runtimes", *argv]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("keras-densenet bench: error:") and option in err[0]
+    assert len(err) == 1 and err[0].startswith("keras-densenet bench runtimes: error:") and option in err[0]
 
 
 def test_runtimes_defaults():
     options = bench.BenchOptions()
     assert (options.runtimes_variant, options.runtimes_size, options.runtimes_batch) == ("densenet121", 224, 16)
     assert options.runtimes_candidates == runtime_bench.CANDIDATES and options.runtimes_threads is None
-    args = cli.build_parser().parse_args(["bench", "--measure", "runtimes"])
+    args = cli.build_parser().parse_args(["bench", "runtimes"])
     assert args.runtimes_candidates == ",".join(runtime_bench.CANDIDATES)

@@ -14,14 +14,13 @@ import keras_densenet
 from keras_densenet import cli
 from keras_densenet.core import registry
 from keras_densenet.training.train import TrainConfig, build_classifier
-from tests.helpers import BACKEND, TINY_TRAIN, cli_args, one_backend
+from tests.helpers import SCRIPTS, TINY_TRAIN, cli_args
 
 TINY_ARGS = cli_args(**TINY_TRAIN, epochs=1)
-#: The suite of the checks whose child process drops $KERAS_BACKEND (as a
-#: user's shell has none) or names its own: they run the same in every suite.
-CHILD_SUITE = one_backend("torch", "tensorflow", "jax")
-child_suite_only = pytest.mark.skipif(
-    BACKEND != CHILD_SUITE, reason=f"the child process ignores this suite's backend: runs in the {CHILD_SUITE} suite")
+#: The checks whose child process drops $KERAS_BACKEND (as a user's shell
+#: has none) or names its own run the same in every suite: one runs them.
+child_suite_only = pytest.mark.one_backend(
+    "torch", "tensorflow", "jax", reason="the child process ignores this suite's backend")
 
 
 def run(capsys, *argv):
@@ -50,10 +49,7 @@ def png(tmp_path):
 
 #: `table` builds every model shapes-only: the listing is the same on every
 #: backend (its counts are checked on each in tests/test_analysis.py).
-TABLE_SUITE = one_backend("jax", "torch", "tensorflow")
-
-
-@pytest.mark.skipif(BACKEND != TABLE_SUITE, reason=f"the same listing on every backend: the {TABLE_SUITE} suite")
+@pytest.mark.one_backend("jax", "torch", "tensorflow", reason="the same listing on every backend")
 def test_table_lists_every_variant(capsys):
     code, out, _ = run(capsys, "table")
     assert code == 0
@@ -62,6 +58,10 @@ def test_table_lists_every_variant(capsys):
 
 
 HIDE_MODULES = os.path.join(os.path.dirname(__file__), "hide_modules")
+#: Seconds a CLI child process may take: up to 50 s on a 2-core machine
+#: loaded 5x over; less than a test's default limit (300 s, pyproject.toml),
+#: so that a hung child fails with its own output.
+CHILD_TIMEOUT_S = 240
 #: The cheapest command that prints the backend it ran on: `table` of one
 #: small model (all models take 3x as long).
 TABLE = ("table", "--models", "densenet_bc_100_k12")
@@ -82,17 +82,14 @@ def run_cli(*argv, hide=(), keras_json=None, home=None, env=None):
     if hide:
         env["PYTHONPATH"] = os.pathsep.join([HIDE_MODULES, env.get("PYTHONPATH", "")])
         env["KD_HIDE_MODULES"] = ",".join(hide)
-    return subprocess.run(
-        [sys.executable, "-c", "import sys; from keras_densenet.cli import main; sys.exit(main())", *argv],
-        env=env, capture_output=True, text=True, timeout=600,
-    )
+    return subprocess.run([sys.executable, "-m", "keras_densenet", *argv], env=env, capture_output=True, text=True,
+                          timeout=CHILD_TIMEOUT_S)
 
 
+@child_suite_only
+@pytest.mark.parametrize("other", ["jax", "tensorflow"])
 @pytest.mark.parametrize("position", ["before", "after"])
-def test_backend_option_takes_effect(position, tmp_path):
-    other = "jax" if keras.backend.backend() != "jax" else "tensorflow"
-    if other == "jax" and BACKEND != one_backend("tensorflow", "torch"):  # the same child in both suites
-        pytest.skip("the child runs --backend jax without $KERAS_BACKEND: as in the tensorflow suite")
+def test_backend_option_takes_effect(position, other, tmp_path):
     pytest.importorskip(other)
     argv = ["--backend", other, *TABLE] if position == "before" else [*TABLE, "--backend", other]
     proc = run_cli(*argv, home=tmp_path)
@@ -104,7 +101,7 @@ def test_backend_option_takes_effect(position, tmp_path):
 @child_suite_only
 @pytest.mark.parametrize("keras_json", [None, "tensorflow"])
 def test_cli_picks_an_installed_backend_without_tensorflow(keras_json, tmp_path):
-    """README command 1 installs only JAX; keras then writes "tensorflow" into
+    """The digits quick start installs only JAX; keras then writes "tensorflow" into
     a new ~/.keras/keras.json. The next commands must still run."""
     pytest.importorskip("jax")
     proc = run_cli(*TABLE, hide=("tensorflow",), home=tmp_path, keras_json=keras_json)
@@ -142,26 +139,21 @@ def test_missing_train_extra_is_one_line_naming_it(command, hidden, tmp_path):
 
 
 def test_missing_extra_in_the_library_names_it():
-    code = ("from keras_densenet.data import datasets as data\n"
-            "try:\n    data.load_digits_dataset()\n"
-            "except ImportError as e:\n    print(type(e).__name__, e)\n")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([HIDE_MODULES, os.environ.get("PYTHONPATH", "")]),
            "KD_HIDE_MODULES": "sklearn"}
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300).stdout
+    out = subprocess.run([sys.executable, str(SCRIPTS / "missing_extra.py")], env=env, capture_output=True, text=True,
+                         timeout=CHILD_TIMEOUT_S).stdout
     assert out.startswith("MissingExtraError the bundled digits dataset needs the [train] extra"), out
     assert 'pip install "keras-densenet[train]"' in out
 
 
 def test_bad_arguments_are_answered_before_keras_is_imported(tmp_path):
     """`train --epochs 0` must not wait for keras and a backend to load."""
-    code = (
-        "import sys; from keras_densenet.cli import main; rc = main(sys.argv[1:]);"
-        "assert 'keras' not in sys.modules, 'keras was imported'; sys.exit(rc)"
-    )
     for argv in (["train", "--epochs", "0"], ["train", "--depth", "11"], ["predict", "x.png"],
                  ["export", str(tmp_path / "missing.keras"), "--format", "onnx", "out.onnx"]):
         env = {k: v for k, v in os.environ.items() if k != "KERAS_BACKEND"}
-        proc = subprocess.run([sys.executable, "-c", code, *argv], env=env, capture_output=True, text=True)
+        proc = subprocess.run([sys.executable, str(SCRIPTS / "cli_without_keras.py"), *argv], env=env,
+                              capture_output=True, text=True, timeout=CHILD_TIMEOUT_S)
         assert proc.returncode == 2, (argv, proc.stderr)
         assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
 
@@ -180,39 +172,118 @@ def test_param_count_matches_built_model(arch):
     assert arch.param_count(None, in_channels=1) == notop.count_params()
 
 
-def test_train_on_image_folder_skips_corrupt_files(capsys, image_folder, tmp_path):
-    pytest.importorskip("tensorflow", reason="--data uses tf.data pipelines")
+@pytest.mark.timeout(600)  # 130 s on a 2-core machine loaded 5x over (JAX); the default is 300 s
+def test_train_on_image_folder_skips_unreadable_files_when_asked(capsys, image_folder, tmp_path):
+    """No TensorFlow needed: the folder is read by the PyDataset pipeline on every backend."""
     (image_folder / "dark" / "bad.jpg").write_bytes(b"garbage")
     out_dir = tmp_path / "out"
     # The 10 training images in one batch: one training step to compile, not two.
     one_batch = cli_args(**dict(TINY_TRAIN, batch_size=16), epochs=1)
-    code, out, err = run(capsys, "train", "--data", str(image_folder), "--output", str(out_dir), *one_batch)
+    code, out, err = run(capsys, "train", "--data", str(image_folder), "--output", str(out_dir), "--skip-unreadable",
+                         *one_batch)
     assert code == 0, err
-    # Reported once, as a warning naming the file.
-    assert (out + err).count("corrupt") == 1 and "skipped 1 corrupt" in err and "bad.jpg" in err
+    # The file named once, in one line with the reason; then the count.
+    named = [line for line in err.splitlines() if "bad.jpg" in line]
+    assert len(named) == 1 and named[0].startswith("skipped ") and "not an image" in named[0]
+    assert (out + err).count("corrupt") == 1 and "skipped 1 corrupt" in err
     assert json.loads((out_dir / "class_names.json").read_text()) == ["bright", "dark"]
     model = keras.saving.load_model(out_dir / "model.keras")
     assert model.input_shape == (None, None, None, 3)  # any size: resized inside
-    assert model.get_layer("resize").get_config()["height"] == TrainConfig().image_size  # the default
+    # With --data, DenseNet-BC's own size, not the digits' 12.
+    assert model.get_layer("resize").get_config()["height"] == 32
 
 
-def test_predict_with_saved_model_uses_class_names(capsys, saved_model, png):
-    code, out, err = run(capsys, "predict", str(png), str(png), "--model", str(saved_model), "--top", "2")
+def test_train_on_image_folder_stops_at_an_unreadable_file(capsys, image_folder, tmp_path):
+    (image_folder / "dark" / "bad.jpg").write_bytes(b"garbage")
+    out_dir = tmp_path / "out"
+    code, out, err = run(capsys, "train", "--data", str(image_folder), "--output", str(out_dir), *TINY_ARGS)
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert "bad.jpg" in err and "not an image" in err and "--skip-unreadable" in err
+    assert "epoch" not in out.lower() and not (out_dir / "model.keras").exists()  # before the first epoch
+
+
+def test_train_skipping_every_file_is_one_line_per_file_then_the_error(capsys, tmp_path):
+    all_corrupt = tmp_path / "corrupt"
+    for label in ("a", "b"):
+        (all_corrupt / label).mkdir(parents=True)
+        (all_corrupt / label / "x.png").write_bytes(b"nope")
+    code, _, err = run(capsys, "train", "--data", str(all_corrupt), "--skip-unreadable", "--output",
+                       str(tmp_path / "out"))
+    lines = err.strip().splitlines()
+    assert code == 2 and "Traceback" not in err
+    assert [line.split(":")[0] for line in lines[:2]] == [f"skipped {all_corrupt / label / 'x.png'}" for label in "ab"]
+    assert len(lines) == 3 and "no readable images" in lines[2] and "2 corrupt" in lines[2]
+
+
+def test_train_output_for_logs_is_one_plain_line_per_epoch(capsys, tmp_path):
+    """stdout is not a terminal (captured): no progress bar, no ANSI escapes."""
+    code, out, err = run(capsys, "train", *cli_args(**TINY_TRAIN, epochs=2, limit=64), "--output", str(tmp_path / "o"))
+    assert code == 0, err
+    assert "\x1b" not in out + err and "\r" not in out
+    assert [line.split(":")[0] for line in out.splitlines() if line.startswith("epoch ")] == ["epoch 1/2", "epoch 2/2"]
+    assert "best validation accuracy" in out and len(out.splitlines()) <= 2 + 2 + 3  # header, epochs, summary
+
+
+def test_predict_with_saved_model_uses_class_names(capsys, saved_model, png, tmp_path):
+    other = tmp_path / "other.png"
+    Image.fromarray(np.random.default_rng(1).integers(0, 255, (30, 52, 3), dtype="uint8")).save(other)
+    code, out, err = run(capsys, "predict", str(png), str(other), "--model", str(saved_model), "--top", "2")
     assert code == 0, err
     lines = out.splitlines()
-    assert lines.count(str(png)) == 2
+    assert [line for line in lines if not line.startswith("  ")] == [str(png), str(other)]
     scores = [line.split() for line in lines if line.startswith("  ")]
     assert len(scores) == 4 and all(s[1] in ("cat", "dog", "emu") for s in scores)
+
+
+def _folder_with_bad_files(root):
+    good = []
+    for i, size in enumerate([(20, 30), (44, 28), (16, 16)]):
+        good.append(root / "sub" / f"{i}.png" if i == 2 else root / f"{i}.png")
+        good[-1].parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.random.default_rng(i).integers(0, 255, (*size, 3), dtype="uint8")).save(good[-1])
+    Image.new("CMYK", (10, 8), (0, 255, 0, 0)).save(root / "cmyk.jpg")  # readable
+    (root / "empty.png").write_bytes(b"")
+    (root / "text.png").write_text("not a png")
+    return [str(p) for p in good]
+
+
+@pytest.mark.parametrize("ending", [".csv", ".jsonl"])
+def test_predict_a_folder_to_a_row_file_skipping_bad_files_exits_3(capsys, saved_model, tmp_path, ending):
+    folder = tmp_path / "photos"
+    _folder_with_bad_files(folder)
+    rows = tmp_path / f"preds{ending}"
+    code, out, err = run(capsys, "predict", str(folder), "--model", str(saved_model), "--output", str(rows),
+                         "--batch-size", "2", "--workers", "2", "--top", "2")
+    assert code == 3, err
+    skipped = [line for line in err.splitlines() if line.startswith("skipped ")]
+    assert sorted(line.split(":")[0].rsplit("/", 1)[-1] for line in skipped) == ["empty.png", "text.png"]
+    assert "\x1b" not in out + err and "wrote 4 rows" in out
+    text = rows.read_text().splitlines()
+    if ending == ".csv":
+        assert text[0].startswith("path,class_id_1,class_name_1,score_1")
+        paths = [line.split(",")[0] for line in text[1:]]
+    else:
+        paths = [json.loads(line)["path"] for line in text]
+    # Sorted: the folder's files, then its sub-folder's; no row for the bad files.
+    assert [os.path.relpath(p, folder) for p in paths] == ["0.png", "1.png", "cmyk.jpg", "sub/2.png"]
+
+
+@pytest.mark.one_backend("jax", "torch", "tensorflow", reason="the CLI's spelling of None")
+def test_weights_none_means_random_initial_weights(capsys, png):
+    code, out, err = run(capsys, "predict", str(png), "--arch", "densenet_bc_100_k12", "--weights", "none",
+                         "--top", "1")
+    assert code == 0, err
+    assert out.splitlines()[0] == str(png) and len(out.splitlines()) == 2
+    from keras_densenet.cli import common
+
+    assert common.weights_value("None") is None and common.weights_value("imagenet") == "imagenet"
 
 
 #: `predict --arch` of a full-size ImageNet variant: its resizing and name
 #: decoding are the CLI's own; the builder and the weights file it loads are
 #: checked on every backend in tests/test_models.py and test_weights.py.
-IMAGENET_PREDICT_SUITE = one_backend("torch", "tensorflow", "jax")
-
-
-@pytest.mark.skipif(BACKEND != IMAGENET_PREDICT_SUITE, reason="the CLI's resizing and ImageNet names do not depend "
-                    f"on the backend: runs in the {IMAGENET_PREDICT_SUITE} suite")
+@pytest.mark.one_backend("torch", "tensorflow", "jax",
+                         reason="the CLI's resizing and ImageNet names do not depend on the backend")
 def test_predict_imagenet_arch_decodes_names(capsys, png, tmp_path, monkeypatch):
     from keras.src.applications import imagenet_utils
 
@@ -249,15 +320,17 @@ def _bad_inputs(tmp_path, image_folder, png):
         "missing data dir": (["train", "--data", str(tmp_path / "nope")], "not found"),
         "empty data dir": (["train", "--data", str(empty)], "no readable images"),
         "single class": (["train", "--data", str(single)], "only one class"),
-        "only corrupt images": (["train", "--data", str(all_corrupt)], "2 corrupt"),
+        "only corrupt images": (["train", "--data", str(all_corrupt)], "cannot read image"),
         "image size below 8": (["train", "--image-size", "7"], "`--image-size` must be an integer >= 8"),
         "image size below the stride": (["train", "--arch", "densenet121", "--image-size", "16"],
                                         "`--image-size` must be at least 32 for densenet121"),
         "unknown arch": (["train", "--arch", "densenet99"], "densenet121"),
         "unwritable output": (["train", "--output", str(a_file / "sub")], "--output"),
         "predict not a model": (["predict", str(png), "--model", str(not_a_model)], "not a loadable Keras model"),
-        "export not a model": (["export", str(not_a_model), "--format", "onnx", str(tmp_path / "m.onnx")], "not a loadable Keras model"),
-        "predict missing image": (["predict", str(tmp_path / "no.png"), "--arch", "densenet121"], "image file not found"),
+        "export not a model": (["export", str(not_a_model), "--format", "onnx", str(tmp_path / "m.onnx")],
+                               "not a loadable Keras model"),
+        "predict missing image": (["predict", str(tmp_path / "no.png"), "--arch", "densenet121"],
+                                  "image file not found"),
     }
 
 
@@ -275,7 +348,7 @@ def test_bad_input_is_one_line_exit_2(case, capsys, tmp_path, image_folder, png)
     assert expected in err
 
 
-#: README command 1's trained model (see tests/data/README.md).
+#: The digits quick start's trained model (see tests/data/README.md).
 DIGITS_MODEL = os.path.join(os.path.dirname(__file__), "data", "digits_run", "model.keras")
 
 
@@ -340,17 +413,14 @@ def test_enable_onednn_unless_the_user_chose(monkeypatch, avx512, noted):
         assert backends.enable_onednn(env) is None and env == {"TF_ENABLE_ONEDNN_OPTS": chosen}
 
 
+@pytest.mark.one_backend("tensorflow", reason="the child runs --backend tensorflow without $KERAS_BACKEND")
 @pytest.mark.parametrize("preset", [None])  # a user's setting: test_enable_onednn_unless_the_user_chose
 def test_cli_turns_onednn_on_for_tensorflow_only_when_unset(preset, tmp_path):
     pytest.importorskip("tensorflow")
-    if BACKEND != "tensorflow":
-        pytest.skip("the child runs --backend tensorflow without $KERAS_BACKEND, as in the tensorflow suite")
-    code = ("import os, sys; from keras_densenet.cli import main; rc = main(sys.argv[1:]);"
-            "print('onednn=' + os.environ.get('TF_ENABLE_ONEDNN_OPTS', 'unset')); sys.exit(rc)")
     env = {k: v for k, v in os.environ.items() if k not in ("KERAS_BACKEND", "TF_ENABLE_ONEDNN_OPTS")}
     if preset is not None:
         env["TF_ENABLE_ONEDNN_OPTS"] = preset
-    proc = subprocess.run([sys.executable, "-c", code, "--backend", "tensorflow", *TABLE],
-                          env={**env, "HOME": str(tmp_path)}, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run([sys.executable, str(SCRIPTS / "cli_onednn.py"), "--backend", "tensorflow", *TABLE],
+                          env={**env, "HOME": str(tmp_path)}, capture_output=True, text=True, timeout=CHILD_TIMEOUT_S)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert f"onednn={preset or '1'}" in proc.stdout

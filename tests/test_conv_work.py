@@ -11,34 +11,19 @@ import sys
 
 import pytest
 
-from tests.helpers import BACKEND, one_backend
+from tests.helpers import SCRIPTS
 
 COUNTER = pathlib.Path(__file__).resolve().parent / "conv_work"
 
-SCRIPT = """
-import jax, jax.numpy as jnp, torch
-x, k = jnp.ones((2, 8, 8, 3)), jnp.ones((3, 3, 3, 4))
-conv = lambda x, k: jax.lax.conv_general_dilated(x, k, (1, 1), "SAME",
-                                                 dimension_numbers=("NHWC", "HWIO", "NHWC"))
-step = jax.jit(jax.grad(lambda x, k: jnp.sum(conv(x, k) ** 2), argnums=(0, 1)))
-for _ in range(3):
-    step(x, k)                   # 3 calls x (forward + 2 gradients)
-conv(x, k)                       # eager: 1 forward
-inner = jax.jit(conv)
-jax.jit(lambda x, k: inner(x, k) + inner(x, k))(x, k)   # one nested function, called twice
-torch.nn.Conv2d(3, 4, 3, padding=1)(torch.ones(2, 3, 8, 8))
-"""
 
-
+@pytest.mark.one_backend("jax", reason="backend-independent")
 def test_counts_jitted_calls_eager_convolutions_and_torch(tmp_path):
-    runner = one_backend("jax")
-    if BACKEND != runner:
-        pytest.skip(f"backend-independent: runs in the {runner} suite")
     pytest.importorskip("jax")
     pytest.importorskip("torch")
     env = dict(os.environ, KD_CONV_WORK=str(tmp_path), PYTHONPATH=str(COUNTER),
                PYTEST_CURRENT_TEST="tests/x.py::test_a (call)")
-    proc = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run([sys.executable, str(SCRIPTS / "conv_work_child.py")], env=env, capture_output=True,
+                          text=True, timeout=240)
     assert proc.returncode == 0, proc.stderr[-3000:]
     (tally,) = tmp_path.glob("*.json")
     rows = {row["engine"]: row for row in json.loads(tally.read_text())["rows"]}

@@ -12,7 +12,6 @@ import json
 import os
 import subprocess
 import sys
-import textwrap
 
 import keras
 import numpy as np
@@ -21,65 +20,30 @@ import pytest
 from keras_densenet import cli
 from keras_densenet.models import densenet
 from keras_densenet.training import distribute
-from keras_densenet.training.train import TrainConfig, validate
-from tests.helpers import BACKEND
+from keras_densenet.training.batches import shardable_batches, trim_to_multiple
+from keras_densenet.training.config import TrainConfig, validate
+from tests.helpers import BACKEND, SCRIPTS
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 #: float32 round-off between a sharded and an unsharded step.
 TOLERANCE = 1e-5
 
-only_jax = pytest.mark.skipif(BACKEND != "jax", reason="keras.distribution.DataParallel: JAX backend")
-only_tf = pytest.mark.skipif(
-    BACKEND != "tensorflow", reason="tf.distribute.MirroredStrategy: TensorFlow backend"
-)
+#: The child process of the multi-device tests.
+CHILD = SCRIPTS / "distribute_child.py"
+#: The limit of the tests that train (pytest-timeout; the default is 300 s):
+#: 85-145 s each on a 2-core machine loaded 5x over. A child process gets
+#: a little less, so that a hung child fails with its own output.
+TRAIN_TIMEOUT_S = 600
+CHILD_TIMEOUT_S = TRAIN_TIMEOUT_S - 60
 
-_TF_PRELUDE = """
-import tensorflow as tf
-cpu = tf.config.list_physical_devices("CPU")[0]
-tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * {devices})
-tf.config.experimental.enable_tensor_float_32_execution(False)
-"""
-_JAX_PRELUDE = """
-import jax
-jax.config.update("jax_default_matmul_precision", "highest")
-"""
-#: Shared by the semantics scripts: a tiny DenseNet and one SGD step via fit.
-_STEP = """
-import json
-import keras
-import numpy as np
-from keras_densenet.training import distribute
-from keras_densenet.models import densenet
-
-def build(memory_efficient=False):
-    keras.utils.set_random_seed(0)
-    return densenet.DenseNet((2, 2), growth_rate=4, input_shape=(16, 16, 3), classes=3,
-                           bn_momentum=0.5, memory_efficient=memory_efficient)
-
-def step(model, x, y):
-    # One SGD step through model.fit, the path that distributes the batch
-    # (TensorFlow's train_on_batch would feed every replica the whole batch).
-    model.compile(keras.optimizers.SGD(0.1), "sparse_categorical_crossentropy")
-    history = model.fit(x, y, batch_size=len(x), epochs=1, shuffle=False, verbose=0)
-    return float(history.history["loss"][0]), model.get_weights()
-
-def max_diff(a, b):
-    return max(float(np.max(np.abs(u - v))) for u, v in zip(a, b))
-
-rng = np.random.default_rng(0)
-x = rng.uniform(0, 1, (16, 16, 16, 3)).astype("float32")
-x += np.repeat(np.arange(8, dtype="float32"), 2)[:, None, None, None]  # shards differ
-y = rng.integers(0, 3, 16)
-reference = build()
-initial = reference.get_weights()
-moving = [("moving" in w.path) for w in reference.weights]
-loss_1, weights_1 = step(reference, x, y)
-"""
+only_jax = pytest.mark.backends("jax", reason="keras.distribution.DataParallel: JAX backend")
+only_tf = pytest.mark.backends("tensorflow", reason="tf.distribute.MirroredStrategy: TensorFlow backend")
+trains = pytest.mark.timeout(TRAIN_TIMEOUT_S)
 
 
-def _run(script: str, devices: int) -> dict:
-    """Runs `script` on `devices` virtual CPU devices of this suite's backend;
-    returns the JSON object it prints last."""
+def _run(case: str, devices: int, output=None) -> dict:
+    """Runs `case` of tests/scripts/distribute_child.py on `devices` virtual
+    CPU devices of this suite's backend; returns the JSON object it prints last."""
     env = dict(
         os.environ,
         KERAS_BACKEND=BACKEND,
@@ -89,10 +53,10 @@ def _run(script: str, devices: int) -> dict:
         CUDA_VISIBLE_DEVICES="",  # TensorFlow: the logical CPUs are the local devices
         XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
     )
-    prelude = _JAX_PRELUDE if BACKEND == "jax" else _TF_PRELUDE.format(devices=devices)
+    argv = [case, str(devices)] + ([str(output)] if output is not None else [])
     proc = subprocess.run(
-        [sys.executable, "-c", prelude + textwrap.dedent(script)],
-        env=env, capture_output=True, text=True, timeout=900, cwd=ROOT,
+        [sys.executable, str(CHILD), *argv],
+        env=env, capture_output=True, text=True, timeout=CHILD_TIMEOUT_S, cwd=ROOT,
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -102,36 +66,9 @@ def _run(script: str, devices: int) -> dict:
 
 
 @only_jax
+@trains
 def test_jax_step_on_8_devices_equals_one_device_and_shards_the_batch():
-    out = _run(_STEP + """
-seen = []
-
-class Probe(keras.layers.Layer):
-    # Records the sharding of the batch inside the jitted train step.
-    def call(self, inputs):
-        jax.debug.inspect_array_sharding(inputs, callback=seen.append)
-        return inputs
-
-plan = distribute.data_parallel()
-with plan.scope():
-    model = build()
-    model.set_weights(initial)
-    wrapped = keras.Sequential([keras.Input((16, 16, 3)), Probe(), model])
-    loss_8, _ = step(wrapped, x, y)
-    weights_8 = model.get_weights()
-    # memory_efficient=True under the same distribution
-    efficient = build(memory_efficient=True)
-    efficient.set_weights(initial)
-    loss_me, weights_me = step(efficient, x, y)
-print(json.dumps(dict(
-    devices=plan.num_devices, engine=plan.engine, bn=plan.bn_statistics,
-    loss_1=loss_1, loss_8=loss_8, diff_8=max_diff(weights_1, weights_8),
-    loss_me=loss_me, diff_me=max_diff(weights_1, weights_me),
-    moved=max_diff(initial, weights_8),
-    batch_devices=seen[0].num_devices, shard_shape=list(seen[0].shard_shape(x.shape)),
-    weight_devices=model.weights[0].value.sharding.num_devices,
-)))
-""", devices=8)
+    out = _run("jax_step", devices=8)
     assert out["devices"] == 8 and out["engine"] == distribute.JAX_ENGINE
     assert out["bn"] == distribute.BN_GLOBAL
     # The batch is one array split in 8 slices of 2 images; weights replicated.
@@ -147,33 +84,9 @@ print(json.dumps(dict(
 
 
 @only_jax
+@trains
 def test_jax_cli_distribute_shards_every_batch(tmp_path):
-    out = _run(f"""
-import contextlib, io, json
-import keras
-from keras.src.backend.jax import distribution_lib
-from keras_densenet import cli
-
-shapes = []
-original = distribution_lib.distribute_data_input
-
-def record(per_process_batch, layout, batch_dim_name):
-    # What the trainer feeds the train step, as placed on the devices.
-    array = original(per_process_batch, layout, batch_dim_name)
-    shapes.append([list(array.shape), array.sharding.num_devices,
-                   list(array.sharding.shard_shape(array.shape))])
-    return array
-
-distribution_lib.distribute_data_input = record
-stdout = io.StringIO()
-with contextlib.redirect_stdout(stdout):
-    code = cli.main(["train", "--distribute", "--depth", "10", "--growth-rate", "4",
-                     "--limit", "60", "--epochs", "1", "--batch-size", "4",
-                     "--output", {str(tmp_path)!r}])
-model = keras.saving.load_model({str(tmp_path / "model.keras")!r})
-print(json.dumps(dict(code=code, stdout=stdout.getvalue(), shapes=shapes,
-                      weight_devices=model.weights[0].value.sharding.num_devices)))
-""", devices=2)
+    out = _run("jax_cli", devices=2, output=tmp_path)
     assert out["code"] == 0
     assert "data parallel on 2 device(s) (jax, keras.distribution.DataParallel)" in out["stdout"]
     assert "global batch 8 = 4 per device x 2" in out["stdout"]
@@ -189,28 +102,9 @@ print(json.dumps(dict(code=code, stdout=stdout.getvalue(), shapes=shapes,
 
 
 @only_tf
+@trains
 def test_tf_batch_norm_is_per_replica_unless_synchronized():
-    out = _run(_STEP + """
-shard = build()
-shard.set_weights(initial)
-_, weights_shard = step(shard, x[:8], y[:8])  # replica 0's half on one device
-results = {}
-for memory_efficient in (False, True):
-    for sync_bn in (False, True):
-        plan = distribute.data_parallel(sync_bn=sync_bn)
-        with plan.scope():
-            model = plan.prepare(build(memory_efficient))
-            model.set_weights(initial)
-            loss, weights = step(model, x, y)
-        stats = [w for w, m in zip(weights, moving) if m]
-        results[f"{memory_efficient}_{sync_bn}"] = dict(
-            loss=loss, diff_1=max_diff(weights_1, weights),
-            stats_vs_shard=max_diff([w for w, m in zip(weights_shard, moving) if m], stats),
-            stats_vs_1=max_diff([w for w, m in zip(weights_1, moving) if m], stats),
-        )
-print(json.dumps(dict(devices=plan.num_devices, engine=plan.engine, loss_1=loss_1,
-                      results=results)))
-""", devices=2)
+    out = _run("tf_batch_norm", devices=2)
     assert out["devices"] == 2 and out["engine"] == "tf.distribute.MirroredStrategy"
     for memory_efficient in (False, True):
         per_replica = out["results"][f"{memory_efficient}_False"]
@@ -228,42 +122,9 @@ print(json.dumps(dict(devices=plan.num_devices, engine=plan.engine, loss_1=loss_
 
 
 @only_tf
+@trains
 def test_tf_train_distribute_sync_bn_splits_batches_and_saves_portable_bn(tmp_path):
-    out = _run(f"""
-import json
-import keras
-import tensorflow as tf
-from keras_densenet.training import distribute
-from keras_densenet.training.train import TrainConfig, train
-
-replicas = []
-original = tf.distribute.MirroredStrategy.experimental_distribute_dataset
-
-def record(self, dataset, *args, **kwargs):
-    distributed = original(self, dataset, *args, **kwargs)
-    replicas.append(len(distributed.element_spec[0]._value_specs))  # per-replica inputs
-    return distributed
-
-tf.distribute.MirroredStrategy.experimental_distribute_dataset = record
-
-class Watch(keras.callbacks.Callback):
-    synchronized, in_sync = [], []
-    def on_train_batch_end(self, batch, logs=None):
-        layers = distribute.batch_norm_layers(self.model)
-        Watch.synchronized.append(all(layer.synchronized for layer in layers))
-        Watch.in_sync.append(self.model.distribute_strategy.num_replicas_in_sync)
-
-result = train(TrainConfig(depth=10, growth_rate=4, limit=60, batch_size=4, epochs=1, lr=2e-3,
-                           verbose=0, output={str(tmp_path)!r}, distribute=True,
-                           sync_bn=True, memory_efficient=True), callbacks=[Watch()])
-with open(result.log_path) as f:
-    log = f.read()
-config = json.dumps(keras.saving.load_model(result.model_path).get_config())
-print(json.dumps(dict(num_devices=result.num_devices, replicas=replicas,
-                      synchronized=Watch.synchronized, in_sync=Watch.in_sync, log=log,
-                      saved_sync=config.count('"synchronized": true'),
-                      saved_unsync=config.count('"synchronized": false'))))
-""", devices=2)
+    out = _run("tf_train_sync_bn", devices=2, output=tmp_path)
     assert out["num_devices"] == 2
     assert out["replicas"] and set(out["replicas"]) == {2}  # each batch becomes 2 per-replica values
     assert out["synchronized"] and all(out["synchronized"]) and set(out["in_sync"]) == {2}
@@ -276,6 +137,7 @@ print(json.dumps(dict(num_devices=result.num_devices, replicas=replicas,
 # --- every backend ----------------------------------------------------------
 
 
+@trains
 def test_cli_distribute_on_the_local_devices(tmp_path, capsys):
     code = cli.main(["train", "--distribute", "--depth", "10", "--growth-rate", "4", "--limit", "60",
                      "--epochs", "1", "--batch-size", "8", "--output", str(tmp_path)])
@@ -305,14 +167,14 @@ def test_scale_batch_and_lr_rules():
 
 
 def test_batches_are_cut_to_a_multiple_of_the_devices():
-    x, y = distribute.trim_to_multiple(4, np.zeros((10, 2)), np.arange(10))
+    x, y = trim_to_multiple(4, np.zeros((10, 2)), np.arange(10))
     assert len(x) == len(y) == 8
-    assert distribute.trim_to_multiple(1, np.zeros(3))[0].shape == (3,)
+    assert trim_to_multiple(1, np.zeros(3))[0].shape == (3,)
     tf = pytest.importorskip("tensorflow")  # tf.data pipelines (image folders)
     ds = tf.data.Dataset.from_tensor_slices((np.arange(11), np.arange(11))).batch(4)
-    sizes = [len(xb) for xb, _ in distribute.shardable_batches(ds, 2)]
+    sizes = [len(xb) for xb, _ in shardable_batches(ds, 2)]
     assert sizes == [4, 4, 2]  # 4, 4, 3 -> 2; an empty batch would be dropped
-    assert [len(b) for b, _ in distribute.shardable_batches(ds.rebatch(1), 2)] == []
+    assert [len(b) for b, _ in shardable_batches(ds.rebatch(1), 2)] == []
 
 
 def test_invalid_distribute_options():
@@ -348,6 +210,6 @@ def test_synchronized_bn_is_tensorflow_only_and_keeps_names_and_weights():
     assert distribute.set_synchronized_batch_norm(model) == 11
     assert all(layer.synchronized for layer in distribute.batch_norm_layers(model))
     assert [w.path for w in model.weights] == names
-    assert all(np.array_equal(a, b) for a, b in zip(weights, model.get_weights()))
+    assert all(np.array_equal(a, b) for a, b in zip(weights, model.get_weights(), strict=True))
     assert distribute.set_synchronized_batch_norm(model, False) == 11
     assert '"synchronized": true' not in json.dumps(model.get_config())

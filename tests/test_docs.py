@@ -7,8 +7,12 @@ import importlib
 import pytest
 
 QUICK_MODULES = [
-    "core.backends", "core.checks", "core.cluster", "core.extras", "core.files", "core.internals", "core.registry",
-    "weights.checkpoints", "training.config", "data.canvases", "deployment.runtimes", "deployment.export",
+    "core.arch", "core.backends", "core.checks", "core.cluster", "core.extras", "core.fc_arch", "core.files",
+    "core.internals", "core.pretrained", "core.registry",
+    "weights.checkpoints", "weights.hub_names", "weights.presets", "data.listing", "data.images", "data.progress",
+    "training.config", "data.canvases", "deployment.runtimes", "deployment.export",
+    "deployment.writers", "deployment.quantize", "training.schedule", "training.batches",
+    "training.addresses",
     "layers.losses",
 ]
 

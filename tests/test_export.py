@@ -1,9 +1,9 @@
-"""`keras-densenet export` (keras_densenet/deployment/export.py) and `predict`
-on its artifacts: each format written from the JAX-trained digits model,
-checked in its own runtime, served by `predict` with the `.keras` model's
-top-1; int8 within a point; failed checks leave nothing; bad input is one
-line, exit 2. A format whose writer or runtime is not installed is skipped
-with the reason (CI installs them all)."""
+"""`keras-densenet export` (keras_densenet/deployment/: export.py, writers.py,
+quantize.py) and `predict` on its artifacts: each format written from the
+JAX-trained digits model, checked in its own runtime, served by `predict`
+with the `.keras` model's top-1; int8 within a point; failed checks leave
+nothing; bad input is one line, exit 2. A format whose writer or runtime is
+not installed is skipped with the reason (CI installs them all)."""
 
 import json
 import os
@@ -14,9 +14,9 @@ from PIL import Image
 
 from keras_densenet import cli
 from keras_densenet.core import extras
-from keras_densenet.deployment import export, runtimes
+from keras_densenet.deployment import export, quantize, runtimes, writers
 from keras_densenet.deployment import predict as deploy
-from tests.helpers import BACKEND, one_backend
+from tests.helpers import BACKEND, BACKENDS
 
 DIGITS_RUN = os.path.join(os.path.dirname(__file__), "data", "digits_run")
 #: Validation digits served as 8x8 PNG scans, as a user's files would be.
@@ -35,8 +35,10 @@ CHECK_SUITES = ("torch", "tensorflow")
 
 
 def _writer_or_skip(fmt: str) -> str:
+    """The backend that writes `fmt` here; skips where none is installed,
+    or `fmt`'s runtime is not."""
     try:
-        backend = export.backend_for(fmt, BACKEND)
+        backend = writers.backend_for(fmt, BACKEND)
     except ValueError as e:
         pytest.skip(str(e))
     runtime_extra, module = runtimes.RUNTIMES[fmt]
@@ -45,21 +47,51 @@ def _writer_or_skip(fmt: str) -> str:
     return backend
 
 
-def _round_trip_or_skip(fmt: str) -> str:
-    backend = _writer_or_skip(fmt)
-    if backend != BACKEND and (BACKEND, fmt) != (FALLBACK_SUITE, FALLBACK_FORMAT):
-        pytest.skip(f"{fmt} is written by {backend} here: its round trip runs in the {backend} suite; the "
-                    f"child-process fallback is checked by the {FALLBACK_SUITE} suite's [{FALLBACK_FORMAT}]")
-    return backend
+def _self_writers(fmt: str, among=BACKENDS) -> list:
+    """The installed backends of `among` that write `fmt` themselves."""
+    found = []
+    for backend in among:
+        try:
+            if extras.installed(backend) and writers.backend_for(fmt, backend) == backend:
+                found.append(backend)
+        except ValueError:  # nothing installed writes fmt
+            pass
+    return found
 
 
-def _check_suite_or_skip(fmt: str, what: str) -> None:
-    """Skips unless this is the one suite that runs `what` for `fmt`: the
-    first of `CHECK_SUITES` whose backend writes `fmt` itself."""
-    suite = one_backend(*[b for b in CHECK_SUITES if extras.installed(b) and export.backend_for(fmt, b) == b])
-    if BACKEND != suite:
-        pytest.skip(f"{what} does not depend on the backend that wrote the {fmt} artifact: it runs in the {suite} "
-                    "suite (each writer's float export is checked by its round trip)")
+def _written_here(fmt: str, why: str, *also: str):
+    """Marks a test to run in the suite of each backend that writes `fmt`
+    itself (and of `also`). Where none is installed, every suite runs it and
+    `_writer_or_skip` skips it, naming what to install."""
+    suites = _self_writers(fmt)
+    if not suites:
+        return pytest.mark.backends(*BACKENDS)
+    return pytest.mark.backends(*suites, *[b for b in also if b not in suites], reason=why)
+
+
+def _checked_once(fmt: str, what: str):
+    """Marks `what`, a check after the writer (the same whichever backend
+    wrote the `fmt` artifact), to run in one suite: the first of
+    `CHECK_SUITES` that writes `fmt` itself, else any that does."""
+    return pytest.mark.one_backend(
+        *_self_writers(fmt, CHECK_SUITES), *_self_writers(fmt),
+        reason=f"{what} does not depend on the backend that wrote the {fmt} artifact "
+               "(each writer's float export is checked by its round trip)")
+
+
+def _round_trip_suites(fmt: str):
+    if fmt == FALLBACK_FORMAT:
+        return _written_here(fmt, f"each backend that writes {fmt} checks its round trip, and the {FALLBACK_SUITE} "
+                                  "suite the child-process fallback", FALLBACK_SUITE)
+    return _written_here(fmt, f"each backend that writes {fmt} checks its round trip")
+
+
+def _int8_suites(fmt: str):
+    if fmt == "openvino":  # NNCF quantizes the float .xml, whichever backend wrote it
+        return _checked_once(fmt, "NNCF's int8 quantization of the float .xml")
+    # LiteRT quantizes in its writer's converter.
+    return _written_here(fmt, f"{fmt} int8 runs in the suite of the backend that writes it (the child-process "
+                              "fallback is checked by the float exports)")
 
 
 @pytest.fixture(scope="module")
@@ -86,7 +118,7 @@ def trained_size(run_dir):
     import keras
 
     path, _ = run_dir
-    return export.resize_size(keras.saving.load_model(path / "model.keras"))[0]
+    return writers.resize_size(keras.saving.load_model(path / "model.keras"))[0]
 
 
 @pytest.fixture(scope="module")
@@ -101,10 +133,17 @@ def _cli(capsys, *argv):
     return code, out, err
 
 
-@pytest.mark.parametrize("fmt", export.FORMATS)
+#: The limit of an export (pytest-timeout; the default is 300 s): the digits
+#: model's fixtures, the export and its checks took up to 140 s on a 2-core
+#: machine loaded 5x over.
+EXPORT_TIMEOUT_S = 600
+
+
+@pytest.mark.timeout(EXPORT_TIMEOUT_S)
+@pytest.mark.parametrize("fmt", [pytest.param(fmt, marks=_round_trip_suites(fmt)) for fmt in writers.FORMATS])
 def test_each_format_is_checked_in_its_runtime_and_predicts_like_keras(fmt, run_dir, keras_top1, trained_size,
                                                                        tmp_path, capsys):
-    backend = _round_trip_or_skip(fmt)
+    backend = _writer_or_skip(fmt)
     path, pngs = run_dir
     out = tmp_path / ("model" + runtimes.SUFFIXES[fmt])
     code, stdout, err = _cli(capsys, "export", path / "model.keras", "--format", fmt, out)
@@ -128,15 +167,10 @@ def test_each_format_is_checked_in_its_runtime_and_predicts_like_keras(fmt, run_
     assert [lines[2 * i + 1].split()[-1] for i in range(SERVED)] == keras_top1
 
 
-@pytest.mark.parametrize("fmt", export.QUANTIZABLE)
+@pytest.mark.timeout(EXPORT_TIMEOUT_S)
+@pytest.mark.parametrize("fmt", [pytest.param(fmt, marks=_int8_suites(fmt)) for fmt in quantize.QUANTIZABLE])
 def test_int8_keeps_top1_within_a_point_at_a_fraction_of_the_size(fmt, run_dir, tmp_path):
-    backend = _writer_or_skip(fmt)
-    if backend != BACKEND:
-        pytest.skip(f"{fmt} is written by {backend}: its int8 path runs in that backend's suite "
-                    "(the child-process fallback is checked by the float exports)")
-    # LiteRT quantizes in its writer's converter; NNCF quantizes the float .xml.
-    if fmt == "openvino":
-        _check_suite_or_skip(fmt, "NNCF's int8 quantization of the float .xml")
+    _writer_or_skip(fmt)
     if fmt == "openvino" and not extras.installed("nncf"):
         pytest.skip("OpenVINO int8 needs NNCF: [openvino] extra")
     path, _ = run_dir
@@ -146,15 +180,13 @@ def test_int8_keeps_top1_within_a_point_at_a_fraction_of_the_size(fmt, run_dir, 
     assert report.float_accuracy - report.accuracy <= export.MAX_DROP / 100
     # On a model this small OpenVINO's .xml (the graph as text) outweighs
     # the int8 weights; LiteRT's flatbuffer is mostly weights.
-    assert report.bytes == export.artifact_bytes(str(out)) < (0.5 if fmt == "litert" else 0.9) * report.float_bytes
+    assert report.bytes == writers.artifact_bytes(str(out)) < (0.5 if fmt == "litert" else 0.9) * report.float_bytes
     assert report.quantize == "int8" and "int8:" in "\n".join(report.lines())
 
 
+@_checked_once("onnx", "the float check")
 def test_a_float_artifact_off_predict_fails_and_leaves_nothing(run_dir, tmp_path, capsys, monkeypatch):
     _writer_or_skip("onnx")
-    if export.backend_for("onnx", BACKEND) != BACKEND:
-        pytest.skip("the check runs in the writing process")
-    _check_suite_or_skip("onnx", "the float check")
     monkeypatch.setattr(export, "FLOAT_TOLERANCE", -1.0)  # any difference, even 0, is too much
     path, _ = run_dir
     out = tmp_path / "model.onnx"
@@ -164,12 +196,12 @@ def test_a_float_artifact_off_predict_fails_and_leaves_nothing(run_dir, tmp_path
     assert os.listdir(tmp_path) == []
 
 
+@_checked_once("openvino", "the int8 accuracy check")
 def test_an_int8_artifact_beyond_max_drop_fails_and_leaves_nothing(run_dir, tmp_path, capsys):
     fmt = "openvino"
-    if export.backend_for(fmt, BACKEND) != BACKEND or not extras.installed("nncf"):
-        pytest.skip(f"{fmt} int8 is not written by {BACKEND}")
     _writer_or_skip(fmt)
-    _check_suite_or_skip(fmt, "the int8 accuracy check")
+    if not extras.installed("nncf"):
+        pytest.skip("OpenVINO int8 needs NNCF: [openvino] extra")
     path, _ = run_dir
     out = tmp_path / ("q" + runtimes.SUFFIXES[fmt])
     code, _, err = _cli(capsys, "export", path / "model.keras", "--format", fmt, out, "--quantize", "int8",
@@ -181,18 +213,19 @@ def test_an_int8_artifact_beyond_max_drop_fails_and_leaves_nothing(run_dir, tmp_
 def test_jax_writes_onnx_and_savedmodel_only_as_a_last_resort(monkeypatch):
     real = extras.installed
     monkeypatch.setattr(extras, "installed", lambda m: True)
-    assert export.backend_for("onnx", "jax") == "tensorflow" == export.backend_for("savedmodel", "jax")
-    assert export.backend_for("onnx", "torch") == "torch"
+    assert writers.backend_for("onnx", "jax") == "tensorflow" == writers.backend_for("savedmodel", "jax")
+    assert writers.backend_for("onnx", "torch") == "torch"
     monkeypatch.setattr(extras, "installed", lambda m: m not in {"tensorflow", "torch"} and real(m))
-    assert export.backend_for("onnx", "jax") == "jax"  # when nothing else can
+    assert writers.backend_for("onnx", "jax") == "jax"  # when nothing else can
 
 
 def test_no_installed_writer_names_the_backend_and_extra(monkeypatch):
     hidden = {"tensorflow", "litert_torch"}
     real = extras.installed
     monkeypatch.setattr(extras, "installed", lambda m: m not in hidden and real(m))
-    with pytest.raises(ValueError, match=r'litert needs the tensorflow backend .*pip install .*keras-densenet\[tensorflow\]'):
-        export.backend_for("litert", "jax")
+    message = r"litert needs the tensorflow backend .*pip install .*keras-densenet\[tensorflow\]"
+    with pytest.raises(ValueError, match=message):
+        writers.backend_for("litert", "jax")
 
 
 @pytest.mark.parametrize(
@@ -231,8 +264,7 @@ def test_predict_names_a_bad_artifact_or_class_names_file(run_dir, tmp_path, cap
         assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
 
 
-@pytest.mark.skipif(BACKEND != one_backend(*CHECK_SUITES), reason="reading --class-names does not depend on the "
-                    f"backend: runs in the {one_backend(*CHECK_SUITES)} suite")
+@pytest.mark.one_backend(*CHECK_SUITES, reason="reading --class-names does not depend on the backend")
 def test_predict_takes_class_names_from_a_given_file(run_dir, tmp_path, capsys):
     path, pngs = run_dir
     names = tmp_path / "names.json"
@@ -243,15 +275,14 @@ def test_predict_takes_class_names_from_a_given_file(run_dir, tmp_path, capsys):
     assert out.splitlines()[1].split("digit ")[1].strip().isdigit()
 
 
+@_written_here("onnx", "the failure is raised in the writing process")
 def test_an_exporter_failure_is_one_line_exit_1_and_leaves_nothing(run_dir, tmp_path, capsys, monkeypatch):
     _writer_or_skip("onnx")
-    if export.backend_for("onnx", BACKEND) != BACKEND:
-        pytest.skip("the failure is raised in the writing process")
 
     def broken(*args, **kwargs):
         raise RuntimeError("Unsupported operation: simulated")
 
-    monkeypatch.setattr(export, "write_artifact", broken)
+    monkeypatch.setattr(export, "write_artifact", broken)  # the name export_here calls
     path, _ = run_dir
     code, _, err = _cli(capsys, "export", path / "model.keras", "--format", "onnx", tmp_path / "m.onnx")
     assert code == 1 and len(err.strip().splitlines()) == 1

@@ -10,7 +10,7 @@ import pytest
 import keras_densenet as kd
 from keras_densenet.core import registry
 from keras_densenet.layers import initialization
-from tests.helpers import assert_same_training_step, images, one_backend, run
+from tests.helpers import assert_same_training_step, images, run
 
 #: The smallest FC-DenseNet worth running: one transition down and up (sides
 #: divisible by 2), a 2-layer bottleneck, k=4. Every test runs it on the
@@ -157,10 +157,9 @@ def test_segmentation_head_needs_a_densenet():
         kd.segmentation_head(cifar, classes=0)
 
 
-#: The suite of the full-size `.keras` round trips (TensorFlow's was the fastest).
-FULL_SIZE_SUITE = one_backend("tensorflow", "torch", "jax")
-
-
+#: The suite of the full-size `.keras` round trips: TensorFlow's was the fastest.
+@pytest.mark.one_backend("tensorflow", "torch", "jax", reason="the .keras format is backend-independent: one suite "
+                         "saves and loads every full-size variant; the others' round trip is the tiny one above")
 @pytest.mark.parametrize("name", sorted(registry.FC_VARIANTS))
 def test_every_variant_saves_and_loads_in_safe_mode(name, tmp_path):
     """Full size, real weights: the `.keras` file holds every weight (no
@@ -169,13 +168,10 @@ def test_every_variant_saves_and_loads_in_safe_mode(name, tmp_path):
     one suite saves and loads the full-size variants (on JAX, loading draws
     every variable with Keras' initializer, one XLA program per kernel
     shape: 35 s for FC-DenseNet56 alone here)."""
-    if keras.backend.backend() != FULL_SIZE_SUITE:
-        pytest.skip(f"the .keras format is backend-independent: the {FULL_SIZE_SUITE} suite saves and loads every "
-                    "full-size variant; this backend's round trip is the tiny one above")
     model = getattr(kd, registry.get_fc_variant(name).builder)(input_shape=(None, None, 3))
     path = str(tmp_path / f"{name}.keras")
     model.save(path)
     loaded = keras.saving.load_model(path, safe_mode=True)
     assert loaded.count_params() == registry.get_fc_variant(name).num_params
-    for a, b in zip(model.weights, loaded.weights):
+    for a, b in zip(model.weights, loaded.weights, strict=True):
         np.testing.assert_array_equal(keras.ops.convert_to_numpy(a), keras.ops.convert_to_numpy(b))

@@ -10,15 +10,20 @@ import pytest
 import keras_densenet as kd
 from keras_densenet.layers import fused
 from keras_densenet.training.distribute import batch_norm_layers
-from tests.helpers import BACKEND, assert_same_training_step, images, run
 from tests.helpers import TINY_CIFAR as TINY
+from tests.helpers import assert_same_training_step, images, run
+
+_torch_only = pytest.mark.backends(
+    "torch", reason="fused_bn runs Keras' own BatchNormalization on other backends: one case suffices")
 
 
-@pytest.mark.parametrize("memory_efficient", [False, True])
-@pytest.mark.parametrize("data_format", ["channels_last", "channels_first"])
+@pytest.mark.parametrize("data_format, memory_efficient", [
+    pytest.param("channels_last", False, marks=_torch_only),
+    ("channels_last", True),
+    pytest.param("channels_first", False, marks=_torch_only),
+    pytest.param("channels_first", True, marks=_torch_only),
+])
 def test_same_outputs_gradients_and_moving_statistics(memory_efficient, data_format):
-    if BACKEND != "torch" and not (memory_efficient and data_format == "channels_last"):
-        pytest.skip("fused_bn runs Keras' own BatchNormalization on this backend: one case suffices")
     shape = (8, 8, 3) if data_format == "channels_last" else (3, 8, 8)
     kw = dict(TINY, data_format=data_format, input_shape=shape)
     reference = kd.DenseNet(**kw)
@@ -30,7 +35,7 @@ def test_same_outputs_gradients_and_moving_statistics(memory_efficient, data_for
     reference.set_weights(weights)
     model.set_weights(weights)
     if not memory_efficient:
-        assert all(type(l) is fused.BatchNormalization for l in batch_norm_layers(model))
+        assert all(type(layer) is fused.BatchNormalization for layer in batch_norm_layers(model))
     x = images(4, 8, data_format=data_format) / 255.0
     np.testing.assert_allclose(run(model, x), run(reference, x), rtol=1e-5, atol=1e-6)
     y = keras.ops.one_hot(np.array([0, 1, 2, 1]), 3)
@@ -48,7 +53,7 @@ def test_layer_matches_keras_on_channels_last_and_first():
         stock.build(shape)
         to_np = keras.ops.convert_to_numpy
         np.testing.assert_allclose(to_np(ours(x, training=True)), to_np(stock(x, training=True)), rtol=1e-5, atol=1e-5)
-        for a, b in zip(ours.weights, stock.weights):
+        for a, b in zip(ours.weights, stock.weights, strict=True):
             np.testing.assert_allclose(to_np(a), to_np(b), rtol=1e-5, atol=1e-7)
         np.testing.assert_allclose(to_np(ours(x)), to_np(stock(x)), rtol=1e-5, atol=1e-5)
 

@@ -160,7 +160,7 @@ def test_model_weights_follow_their_initializers(fast_everywhere, memory_efficie
     # Stock initializers in the config: what .keras files save.
     config = json.loads(model.to_json())
     assert '"HeNormal"' in model.to_json() and "keras_densenet.layers.initialization" not in model.to_json()
-    (stem,) = [l for l in config["config"]["layers"] if l["name"] == "conv1_conv"]
+    (stem,) = [layer for layer in config["config"]["layers"] if layer["name"] == "conv1_conv"]
     assert stem["config"]["kernel_initializer"]["module"] == "keras.initializers"
     # Dropout's seed generator (an unknown initializer) was initialised by Keras.
     x = np.random.default_rng(0).uniform(0, 1, (2, 16, 16, 3)).astype("float32")
@@ -174,7 +174,7 @@ def test_builds_are_reproducible_with_the_keras_seed(fast_everywhere):
     b = _tiny().get_weights()
     keras.utils.set_random_seed(2)
     c = _tiny().get_weights()
-    assert all(np.array_equal(x, y) for x, y in zip(a, b))
+    assert all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
     assert not np.array_equal(a[0], c[0])
     # Different layers of one model get different draws.
     assert not np.array_equal(a[0].ravel()[:16], a[5].ravel()[:16])

@@ -12,13 +12,14 @@ import numpy as np
 import pytest
 
 from keras_densenet.core import internals
-from tests.helpers import BACKEND
 
 PACKAGE = pathlib.Path(__file__).resolve().parent.parent / "keras_densenet"
 
 
 def test_private_apis_are_used_in_internals_only():
-    private = re.compile(r"keras\.src\b|jax\._src\b|\._flatten_layers\b|\._deferred_initialize\b|\._initializer\b")
+    private = re.compile(
+        r"keras\.src\b|jax\._src\b|\._flatten_layers\b|\._deferred_initialize\b|\._initializer\b|\._nodes_by_depth\b"
+    )
     offenders = [
         f"{path.relative_to(PACKAGE)}:{n}"
         for path in sorted(PACKAGE.rglob("*.py"))
@@ -66,6 +67,15 @@ def test_flatten_layers_reaches_nested_layers():
     assert names[0] == outer.name and "inner_bn" in names and "head" in names
 
 
+def test_functional_nodes_walk_every_call_inputs_first():
+    x = keras.Input((3,), name="x")
+    dense = keras.layers.Dense(3, name="shared")
+    model = keras.Model(x, dense(dense(x)))  # one layer, two calls
+    names = [node.operation.name for node in internals.functional_nodes(model)]
+    assert names == ["x", "shared", "shared"]
+    assert internals.functional_nodes(keras.layers.Dense(2)) is None
+
+
 def test_deferred_variable_initialization():
     assert internals.supports_deferred_initialization()
     assert not internals.in_stateless_scope()
@@ -85,7 +95,7 @@ def test_deferred_variable_initialization():
     np.testing.assert_array_equal(keras.ops.convert_to_numpy(layer.bias), np.zeros(3))
 
 
-@pytest.mark.skipif(BACKEND != "jax", reason="JAX's residuals; JAX is imported on the JAX backend only")
+@pytest.mark.backends("jax", reason="JAX's residuals; JAX is imported on the JAX backend only")
 def test_saved_residuals():
     import jax
     import jax.numpy as jnp
@@ -95,3 +105,29 @@ def test_saved_residuals():
 
     residuals = internals.saved_residuals(f, jax.ShapeDtypeStruct((4,), "float32"))
     assert residuals and all(hasattr(aval, "shape") and isinstance(src, str) for aval, src in residuals)
+
+
+
+
+@pytest.mark.backends("jax", reason="JAX's distributed runtime; JAX is imported on the JAX backend only")
+def test_distributed_client_gloo_address_and_keras_rng(tmp_path):
+    import inspect
+    import socket
+    import subprocess
+    import sys
+
+    from jax._src import xla_bridge
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    root = str(PACKAGE.parent)
+    env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    child = os.path.join(root, "tests", "scripts", "jax_job_child.py")
+    out = subprocess.run([sys.executable, child, str(port)], env=env, cwd=root, capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    _, told, ran = out.stdout.split()[-3:]
+    # Where JAX's factory takes collectives, ours is used; an older JAX says it cannot.
+    assert told == str("collectives" in inspect.signature(xla_bridge.make_cpu_client).parameters)
+    assert ran in ("True", "False")

@@ -7,15 +7,18 @@ import pathlib
 import subprocess
 import sys
 
+from tests.helpers import SCRIPTS
+
 PACKAGE = pathlib.Path(__file__).resolve().parent.parent / "keras_densenet"
 
 #: Each subpackage's layer, from the bottom. A module imports from its own
 #: subpackage or from lower layers only (``layers`` and ``weights`` are
-#: independent of each other, and so are ``models`` and ``data``, and
-#: ``training`` and ``deployment``).
+#: independent of each other, and so are ``models`` and ``data``,
+#: ``training`` and ``deployment``, and ``tools`` and ``hub``). ``hub``
+#: writes presets from the models and weights; only the CLI imports it.
 LAYERS = {
     "core": 0, "layers": 1, "weights": 1, "models": 2, "data": 2, "training": 3, "deployment": 3,
-    "tools": 4, "benchmarks": 5, "cli": 6, "__main__": 7,
+    "tools": 4, "hub": 4, "benchmarks": 5, "cli": 6, "__main__": 7,
 }
 
 
@@ -57,7 +60,7 @@ def test_imports_never_go_upward_or_sideways():
     graph = _graph()
     # The parser sees the imports (a lazy one inside a function included).
     assert "keras_densenet.layers.blocks" in graph["keras_densenet.models.densenet"]
-    assert "keras_densenet.training.train" in graph["keras_densenet.cli"]
+    assert "keras_densenet.training.train" in graph["keras_densenet.cli.train"]
     offenders = []
     for module, imported in graph.items():
         for target in imported:
@@ -67,6 +70,17 @@ def test_imports_never_go_upward_or_sideways():
             if not same_package and _layer(module) is not None and _layer(target) >= _layer(module):
                 offenders.append(f"{module} -> {target}")
     assert offenders == []
+
+
+def test_only_the_cli_imports_hub():
+    """The builders load presets through ``weights``; ``hub`` (writing
+    presets) sits on top, for the CLI alone."""
+    graph = _graph()
+    importers = sorted(module for module, imported in graph.items()
+                       if any(t.startswith("keras_densenet.hub") for t in imported)
+                       and not module.startswith(("keras_densenet.hub", "keras_densenet.cli")))
+    assert importers == []
+    assert "keras_densenet.hub.convert" in graph["keras_densenet.cli.convert"]
 
 
 def test_no_import_cycles():
@@ -89,7 +103,7 @@ def test_no_import_cycles():
 
 def test_subpackage_inits_do_not_import_keras():
     names = sorted(_module_name(p) for p in PACKAGE.rglob("__init__.py"))
-    code = f"import sys\nfor n in {names!r}: __import__(n)\nprint(sorted(m for m in sys.modules if m.split('.')[0] == 'keras'))"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    out = subprocess.run([sys.executable, str(SCRIPTS / "import_modules.py"), *names], capture_output=True, text=True,
+                         timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"

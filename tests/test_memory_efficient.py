@@ -14,8 +14,8 @@ import keras_densenet as kd
 from keras_densenet import cli
 from keras_densenet.layers import blocks, efficient, initialization
 from keras_densenet.layers.efficient import EfficientDenseLayer
-from tests.helpers import BACKEND, assert_same_training_step, images, run
 from tests.helpers import TINY_CIFAR as TINY
+from tests.helpers import assert_same_training_step, images, run
 
 
 def _pair(**kw):
@@ -42,10 +42,11 @@ def test_weight_lists_are_interchangeable():
     standard, efficient = _pair()
     assert [tuple(w.shape) for w in standard.weights] == [tuple(w.shape) for w in efficient.weights]
     # Same variables in the same order: ME paths nest the standard layer names.
-    for s, e in zip(standard.weights, efficient.weights):
+    for s, e in zip(standard.weights, efficient.weights, strict=True):
         assert e.path.endswith(s.path), (s.path, e.path)
-    dense_layers = [l for l in efficient.layers if isinstance(l, EfficientDenseLayer)]
-    assert [l.name for l in dense_layers] == ["conv2_block1", "conv2_block2", "conv3_block1", "conv3_block2", "conv3_block3"]
+    dense_layers = [layer for layer in efficient.layers if isinstance(layer, EfficientDenseLayer)]
+    assert [layer.name for layer in dense_layers] == [
+        "conv2_block1", "conv2_block2", "conv3_block1", "conv3_block2", "conv3_block3"]
     # Block outputs keep their standard names, so multiscale_features works.
     features = kd.multiscale_features(efficient)
     assert [tuple(s) for s in features.output_shape] == [(None, 8, 8, 16), (None, 4, 4, 20)]
@@ -61,7 +62,7 @@ def test_weight_files_load_into_either_graph(tmp_path, source_efficient):
     expected = run(source, x)
     for memory_efficient in (False, True):
         loaded = kd.DenseNet(**TINY, weights=path, memory_efficient=memory_efficient)
-        assert any(isinstance(l, EfficientDenseLayer) for l in loaded.layers) == memory_efficient
+        assert any(isinstance(layer, EfficientDenseLayer) for layer in loaded.layers) == memory_efficient
         np.testing.assert_allclose(run(loaded, x), expected, rtol=1e-5, atol=1e-6)
 
 
@@ -87,7 +88,7 @@ BUILDERS = {
 @pytest.mark.parametrize("name", list(BUILDERS))
 def test_fit_evaluate_predict_with_dropout(name):
     model = BUILDERS[name]()
-    dense = [l for l in model.layers if isinstance(l, EfficientDenseLayer)]
+    dense = [layer for layer in model.layers if isinstance(layer, EfficientDenseLayer)]
     model.compile(optimizer=keras.optimizers.SGD(1e-3), loss="sparse_categorical_crossentropy")
     x, y = images(4, 8) / 255.0, np.array([0, 2, 1, 0])
     before = keras.ops.convert_to_numpy(dense[0].bn0.moving_mean)
@@ -118,7 +119,7 @@ def _residuals(L, memory_efficient):
     return residual_bytes(keras.Model(x, y), 2)
 
 
-@pytest.mark.skipif(BACKEND != "jax", reason="residual bytes are read from JAX's VJP; backend-independent graph")
+@pytest.mark.backends("jax", reason="residual bytes are read from JAX's VJP; backend-independent graph")
 def test_memory_grows_linearly_with_depth():
     me = [_residuals(L, True) for L in (6, 12, 24)]
     std = [_residuals(L, False) for L in (6, 12, 24)]
@@ -129,7 +130,8 @@ def test_memory_grows_linearly_with_depth():
     assert me[2] < std[2]
 
 
-@pytest.mark.parametrize("argv", [["--measure", "speed"], ["--backends", "numpy"], ["--steps", "0"], ["--variants", "densenet999"]])
+@pytest.mark.parametrize(
+    "argv", [["--measure", "speed"], ["--backends", "numpy"], ["--steps", "0"], ["--variants", "densenet999"]])
 def test_bench_bad_input_exits_2(argv, capsys):
     assert cli.main(["bench", *argv]) == 2
     err = capsys.readouterr().err.strip().splitlines()

@@ -14,15 +14,15 @@ import keras_densenet as kd
 from keras_densenet.core import registry
 from keras_densenet.layers import initialization
 from keras_densenet.layers.efficient import EfficientDenseLayer
-from keras_densenet.tools import analysis
-from tests.helpers import BACKEND, PAPER_DEPTH, TINY, images, one_backend, run
+from keras_densenet.tools import connectivity, counts
+from tests.helpers import PAPER_DEPTH, SCRIPTS, TINY, images, run
 
 #: The variants keras.applications has too, by the registry.
 KERAS_APPS = sorted(name for name, v in registry.VARIANTS.items() if v.keras_application)
 
 
 def _weighted(model):
-    return [(l.name, [tuple(w.shape) for w in l.weights]) for l in model.layers if l.weights]
+    return [(layer.name, [tuple(w.shape) for w in layer.weights]) for layer in model.layers if layer.weights]
 
 
 def test_registry_knows_keras_applications():
@@ -115,22 +115,23 @@ def test_every_registered_variant(name):
     for n in arch.blocks:
         expected.append((channels, channels + arch.growth_rate * n))
         channels = int(expected[-1][1] * arch.compression)
-    assert [(b.input_channels, b.output_channels) for b in analysis.dense_blocks(model)] == expected
+    assert [(b.input_channels, b.output_channels) for b in connectivity.dense_blocks(model)] == expected
     # Depth and direct connections, counted from the graph: L(L+1)/2 per block.
     for graph in (model, efficient):
-        assert analysis.weighted_depth(graph) == PAPER_DEPTH[name]
-        assert [b.connections for b in analysis.dense_blocks(graph)] == [n * (n + 1) // 2 for n in arch.blocks]
+        assert counts.weighted_depth(graph) == PAPER_DEPTH[name]
+        assert [b.connections for b in connectivity.dense_blocks(graph)] == [n * (n + 1) // 2 for n in arch.blocks]
     # Memory-efficient structure: one layer per dense layer, one concatenation
     # per block under its standard name, the same weight list.
-    dense = [l for l in efficient.layers if isinstance(l, EfficientDenseLayer)]
+    dense = [layer for layer in efficient.layers if isinstance(layer, EfficientDenseLayer)]
     assert len(dense) == sum(arch.blocks)
-    assert not any(l.name.endswith("_0_bn") for l in efficient.layers)
-    concats = [l.name for l in efficient.layers if isinstance(l, keras.layers.Concatenate)]
+    assert not any(layer.name.endswith("_0_bn") for layer in efficient.layers)
+    concats = [layer.name for layer in efficient.layers if isinstance(layer, keras.layers.Concatenate)]
     assert concats == [f"conv{s + 2}_block{n}_concat" for s, n in enumerate(arch.blocks)]
     assert [tuple(w.shape) for w in efficient.weights] == [tuple(w.shape) for w in model.weights]
 
 
-NAMED = sorted(name for name, v in registry.VARIANTS.items() if v.builder and v.builder.startswith("DenseNet") and v.builder != "DenseNetBC")
+NAMED = sorted(name for name, v in registry.VARIANTS.items()
+               if v.builder and v.builder.startswith("DenseNet") and v.builder != "DenseNetBC")
 
 
 @pytest.mark.parametrize("name", NAMED)
@@ -168,7 +169,7 @@ def test_models_saved_by_earlier_versions_load(tmp_path):
 def test_densenet_bc_depth_sets_layers_per_block():
     model = kd.DenseNetBC(depth=22, growth_rate=4, bn_momentum=0.9)
     assert [model.get_layer(f"conv{s}_block3_concat") for s in (2, 3, 4)]
-    assert "conv2_block4_concat" not in {l.name for l in model.layers}
+    assert "conv2_block4_concat" not in {layer.name for layer in model.layers}
     assert model.get_layer("conv1_conv").output.shape[-1] == 8  # 2k stem channels
     probs = run(model, images(2, 32) / 255.0)
     np.testing.assert_allclose(probs.sum(axis=-1), 1.0, rtol=1e-5)
@@ -178,7 +179,7 @@ def test_d2l_densenet_in_one_call():
     """d2l.ai's DenseNet: 4 blocks of 4 layers, k=32, no bottleneck, theta=0.5."""
     model = kd.DenseNet((4, 4, 4, 4), growth_rate=32, bottleneck=False, compression=0.5,
                         input_shape=(96, 96, 1), classes=10)
-    names = {l.name for l in model.layers}
+    names = {layer.name for layer in model.layers}
     assert "conv2_block1_2_conv" in names and "conv2_block1_1_conv" not in names
     # 64 stem channels + 4*32 = 192 -> transition keeps 96, as in d2l.
     assert model.get_layer("pool2_conv").output.shape[-1] == 96
@@ -235,52 +236,35 @@ def test_channels_first_matches_channels_last():
     assert named.output_shape == (None, 1024, 2, 2)
 
 
-#: The suite of the fresh-process `.keras` checks: the file and the layers
-#: `import keras_densenet` registers are the same on every backend (the
-#: in-process round trips of tests/test_memory_efficient.py, test_fused.py
-#: and test_fcdensenet.py run on each); a torch process starts fastest.
-FILE_CHECKS = one_backend("torch", "tensorflow", "jax")
-on_file_checks_backend = pytest.mark.skipif(
-    BACKEND != FILE_CHECKS, reason=f"a backend-independent .keras file in a fresh process: the {FILE_CHECKS} suite")
+#: The fresh-process `.keras` check runs in one suite: the file and the
+#: layers `import keras_densenet` registers are the same on every backend
+#: (the in-process round trips of tests/test_memory_efficient.py,
+#: test_fused.py and test_fcdensenet.py run on each); a torch process starts
+#: fastest.
+on_file_checks_backend = pytest.mark.one_backend(
+    "torch", "tensorflow", "jax", reason="a backend-independent .keras file in a fresh process")
 
 
-def _fresh_process(code, *args, env=None):
+def _fresh_process(script, *args, env=None):
+    """Runs tests/scripts/`script` with `args` on this suite's backend."""
     env = dict(os.environ, KERAS_BACKEND=keras.backend.backend(), **(env or {}))
-    proc = subprocess.run([sys.executable, "-c", code, *map(str, args)], env=env,
-                          capture_output=True, text=True, timeout=600)
+    proc = subprocess.run([sys.executable, str(SCRIPTS / script), *map(str, args)], env=env,
+                          capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc
 
 
-_CHANNELS_FIRST = """
-import sys, numpy as np, keras, keras_densenet as kd
-kw = dict(blocks=(2, 3), growth_rate=4, num_init_features=8, include_top=False, pooling=None)
-last = kd.DenseNet(**kw, input_shape=(32, 32, 3))
-first = kd.DenseNet(**kw, input_shape=(3, 32, 32), data_format="channels_first")
-first.set_weights(last.get_weights())
-x = np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 3)).astype("float32")
-# JAX's eager mode compiles every operation per shape: one compiled predict is cheaper there.
-call = (lambda m, a: m.predict(a, verbose=0)) if keras.backend.backend() == "jax" else (
-    lambda m, a: keras.ops.convert_to_numpy(m(a)))
-out = call(first, x.transpose(0, 3, 1, 2))
-np.testing.assert_allclose(out, call(last, x).transpose(0, 3, 1, 2), atol=1e-4)
-features = kd.multiscale_features(first)
-assert [tuple(f.shape)[1] for f in features.outputs] == [16, 20], features.output_shape
-# Trains too (TensorFlow's CPU has no NCHW convolution backprop at all).
-first.compile("sgd", "mse")
-first.fit(x.transpose(0, 3, 1, 2), np.zeros((2,) + first.output_shape[1:]), verbose=0)
-"""
-
-
-@pytest.mark.parametrize("onednn", ["default", "off"])
+@pytest.mark.parametrize("onednn", [
+    "default",
+    pytest.param("off", marks=pytest.mark.backends(
+        "tensorflow", reason="TF_ENABLE_ONEDNN_OPTS concerns TensorFlow's kernels only")),
+])
 def test_channels_first_on_every_cpu(onednn):
     """channels_first builds, predicts and trains with channels_last's
     outputs, also where TensorFlow's CPU refuses NCHW convolutions (CPUs
     without AVX-512 run it without oneDNN; TF_ENABLE_ONEDNN_OPTS=0 does the
     same here)."""
-    if onednn == "off" and keras.backend.backend() != "tensorflow":
-        pytest.skip("TF_ENABLE_ONEDNN_OPTS concerns TensorFlow's kernels only")
-    _fresh_process(_CHANNELS_FIRST, env={"TF_ENABLE_ONEDNN_OPTS": "0"} if onednn == "off" else {})
+    _fresh_process("channels_first.py", env={"TF_ENABLE_ONEDNN_OPTS": "0"} if onednn == "off" else {})
 
 
 def test_multiscale_features_call_does_not_warn():
@@ -299,9 +283,8 @@ def test_multiscale_features_call_does_not_warn():
 @pytest.mark.parametrize("order", ["keras_densenet first", "keras first"])
 def test_import_keras_densenet_registers_layers_in_any_order(tmp_path, order):
     kd.DenseNet(**TINY, input_shape=(32, 32, 3), classes=3, memory_efficient=True).save(tmp_path / "me.keras")
-    imports = "import keras_densenet; import keras" if order == "keras_densenet first" else "import keras; import keras_densenet"
-    _fresh_process(f"{imports}; import sys; keras.saving.load_model(sys.argv[1], safe_mode=True)",
-                   tmp_path / "me.keras")
+    imports = "keras_densenet,keras" if order == "keras_densenet first" else "keras,keras_densenet"
+    _fresh_process("load_keras_file.py", imports, tmp_path / "me.keras")
 
 
 def test_channels_first_from_keras_config():
@@ -338,7 +321,7 @@ def test_input_tensor():
 def test_drop_rate_adds_dropout_after_each_dense_layer():
     model = kd.DenseNet(**TINY, drop_rate=0.5, input_shape=(32, 32, 3), classes=3,
                         classifier_activation=None)
-    drops = [l for l in model.layers if isinstance(l, keras.layers.Dropout)]
+    drops = [layer for layer in model.layers if isinstance(layer, keras.layers.Dropout)]
     assert len(drops) == sum(TINY["blocks"]) and all(d.rate == 0.5 for d in drops)
     x = images(2, 32)
     train, infer = (keras.ops.convert_to_numpy(model(x, training=t)) for t in (True, False))
@@ -347,7 +330,7 @@ def test_drop_rate_adds_dropout_after_each_dense_layer():
 
 def test_bn_options_reach_every_batch_norm():
     model = kd.DenseNet(**TINY, bn_epsilon=1e-3, bn_momentum=0.9, input_shape=(32, 32, 3))
-    bns = [l for l in model.layers if isinstance(l, keras.layers.BatchNormalization)]
+    bns = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
     assert bns and all(b.epsilon == 1e-3 and b.momentum == 0.9 for b in bns)
 
 
@@ -358,7 +341,7 @@ def test_fit_runs_a_few_steps():
     before = [w.copy() for w in model.get_weights()]
     history = model.fit(x, y, batch_size=4, epochs=2, verbose=0)
     assert len(history.history["loss"]) == 2 and np.isfinite(history.history["loss"]).all()
-    assert any(not np.allclose(a, b) for a, b in zip(before, model.get_weights()))
+    assert any(not np.allclose(a, b) for a, b in zip(before, model.get_weights(), strict=True))
 
 
 @on_file_checks_backend

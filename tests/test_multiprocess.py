@@ -14,14 +14,12 @@ import os
 import socket
 import subprocess
 import sys
-import textwrap
 import time
 
 import numpy as np
 import pytest
 
 from keras_densenet.core import cluster
-from tests.helpers import BACKEND
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 #: Bound of one job of the tests (2 processes compiling a tiny model each).
@@ -29,8 +27,11 @@ JOB_TIMEOUT_S = 300
 #: How soon the processes left must stop after one is killed (the issue's bound).
 LOST_PROCESS_BOUND_S = 120
 
-only_jax = pytest.mark.skipif(BACKEND != "jax", reason="multi-process jobs: keras.distribution on JAX")
-only_tf = pytest.mark.skipif(BACKEND != "tensorflow", reason="tf.distribute: TensorFlow backend")
+only_jax = pytest.mark.backends("jax", reason="multi-process jobs: keras.distribution on JAX")
+only_tf = pytest.mark.backends("tensorflow", reason="tf.distribute: TensorFlow backend")
+#: Child-process scripts of these tests.
+STEP_SCRIPT = os.path.join(ROOT, "tests", "scripts", "multiprocess_step.py")
+TF_WORKER_SCRIPT = os.path.join(ROOT, "tests", "scripts", "tf_multi_worker.py")
 
 
 def _free_port() -> int:
@@ -75,15 +76,15 @@ def _cli(*args) -> list:
 
 
 def test_job_comes_from_keras_variables_and_bad_values_name_the_variable():
-    env = {cluster.JOB_ADDRESSES: "10.0.0.1:1234,10.0.0.2:1234", cluster.NUM_PROCESSES: "2",
+    env = {cluster.JOB_ADDRESSES: "192.0.2.1:1234,192.0.2.2:1234", cluster.NUM_PROCESSES: "2",
            cluster.PROCESS_ID: "1"}
     job = cluster.job_from_environment(env)
-    assert (job.coordinator, job.num_processes, job.process_id, job.is_writer) == ("10.0.0.1:1234", 2, 1, False)
+    assert (job.coordinator, job.num_processes, job.process_id, job.is_writer) == ("192.0.2.1:1234", 2, 1, False)
     assert cluster.job_from_environment({}) is None
     bad = {
         cluster.PROCESS_ID: ({**env, cluster.PROCESS_ID: "2"}, "must be below"),
         cluster.NUM_PROCESSES: ({**env, cluster.NUM_PROCESSES: "two"}, "must be an integer"),
-        cluster.JOB_ADDRESSES: ({**env, cluster.JOB_ADDRESSES: "10.0.0.1"}, "host:port"),
+        cluster.JOB_ADDRESSES: ({**env, cluster.JOB_ADDRESSES: "192.0.2.1"}, "host:port"),
     }
     for name, (values, text) in bad.items():
         with pytest.raises(ValueError, match=name) as info:
@@ -104,7 +105,7 @@ def test_shares_are_disjoint_equal_fixed_by_the_seed_and_cover_the_split(n, proc
     assert len(shares[0]) % devices == 0
     assert n - len(together) < processes * devices  # everything but the remainder
     again = [cluster.shard_indices(n, processes, p, seed=3, multiple=devices) for p in range(processes)]
-    assert all(np.array_equal(a, b) for a, b in zip(shares, again))  # same every epoch
+    assert all(np.array_equal(a, b) for a, b in zip(shares, again, strict=True))  # same every epoch
     other_seed = cluster.shard_indices(n, processes, 0, seed=4, multiple=devices)
     assert not np.array_equal(other_seed, shares[0])
     with pytest.raises(ValueError, match="cannot give each of"):
@@ -132,7 +133,7 @@ def test_image_folder_shares_cover_each_epoch_once(tmp_path):
                 assert all(len(b) % 2 == 0 for b in batches)  # splits over 2 local devices
                 # (the brightest pixel: augmentation shifts images by under a pixel)
                 seen[name].append([int(round(v)) for b in batches for v in b.max(axis=(1, 2, 3))])
-        for name, (share_0, share_1) in seen.items():
+        for share_0, share_1 in seen.values():
             assert len(share_0) == len(share_1) > 0  # the same steps in both processes
             assert not set(share_0) & set(share_1)  # disjoint
         total = len(seen["train"][0]) * 2 + len(seen["val"][0]) * 2
@@ -141,48 +142,6 @@ def test_image_folder_shares_cover_each_epoch_once(tmp_path):
 
 # --- JAX: one step, two processes against one --------------------------------
 
-_STEP = """
-import json, sys
-import numpy as np
-import jax
-jax.config.update("jax_default_matmul_precision", "highest")
-import keras
-from keras_densenet.models import densenet
-from keras_densenet.core import cluster
-from keras_densenet.training import distribute
-
-devices, out = int(sys.argv[1]), sys.argv[2]
-job = cluster.job_from_environment()
-if job is not None:
-    distribute.initialize_job(job, connect_timeout_s=120, cpu_devices=devices)
-else:
-    distribute.set_cpu_devices(devices)
-plan = distribute.data_parallel()
-rng = np.random.default_rng(0)
-x = rng.uniform(0, 1, (16, 16, 16, 3)).astype("float32")
-x += np.repeat(np.arange(8, dtype="float32"), 2)[:, None, None, None]  # slices differ
-y = rng.integers(0, 3, 16)
-
-def step(order):
-    # one SGD step through fit on this process's slice of the (reordered) global batch
-    xs, ys = x[order], y[order]
-    n, p = plan.num_processes, plan.process_id
-    share = slice(p * 16 // n, (p + 1) * 16 // n)
-    with plan.scope():
-        keras.utils.set_random_seed(0)
-        model = densenet.DenseNet((2, 2), growth_rate=4, input_shape=(16, 16, 3), classes=3, bn_momentum=0.5)
-        model.compile(keras.optimizers.SGD(0.1), "sparse_categorical_crossentropy")
-        loss = model.fit(xs[share], ys[share], batch_size=16 // n, epochs=1, shuffle=False, verbose=0)
-    return float(loss.history["loss"][0]), [np.asarray(w) for w in model.get_weights()]
-
-results = {"same": step(np.arange(16))}
-if plan.num_processes == 1:
-    results["reordered"] = step(rng.permutation(16))
-if plan.is_writer:
-    np.savez(out, **{f"{k}_{i}": w for k, (_, ws) in results.items() for i, w in enumerate(ws)})
-    print(json.dumps(dict(devices=plan.num_devices, processes=plan.num_processes,
-                          **{f"loss_{k}": v[0] for k, v in results.items()})))
-"""
 
 
 def _weights(path, key):
@@ -191,13 +150,13 @@ def _weights(path, key):
 
 
 def _max_diff(a, b):
-    return max(float(np.max(np.abs(u - v))) for u, v in zip(a, b))
+    return max(float(np.max(np.abs(u - v))) for u, v in zip(a, b, strict=True))
 
 
 @only_jax
+@pytest.mark.timeout(2 * JOB_TIMEOUT_S + 60)  # a 2-process job, then one process
 def test_two_processes_take_the_step_of_one_process_on_as_many_devices(tmp_path):
-    script = tmp_path / "step.py"
-    script.write_text(textwrap.dedent(_STEP))
+    script = STEP_SCRIPT
     port = _free_port()
     with open(tmp_path / "job.log", "w") as log:
         procs = [_start([sys.executable, str(script), "2", str(tmp_path / "two.npz")], _job_env(port, p), log)
@@ -244,6 +203,7 @@ def _launch_training(tmp_path, port: int, tag: str) -> tuple:
 
 
 @only_jax
+@pytest.mark.timeout(2 * JOB_TIMEOUT_S + LOST_PROCESS_BOUND_S + 60)  # a job, a loss, a relaunch
 def test_cli_job_one_writer_a_lost_process_stops_the_other_and_the_relaunch_resumes(tmp_path):
     procs, logs = _launch_training(tmp_path, _free_port(), "first")
     deadline = time.monotonic() + JOB_TIMEOUT_S
@@ -317,21 +277,6 @@ def test_an_unreachable_coordinator_fails_fast_with_one_line(tmp_path):
 
 # --- TensorFlow: MultiWorkerMirroredStrategy --------------------------------
 
-_TF_WORKER = """
-import numpy as np
-import tensorflow as tf
-import keras
-
-strategy = tf.distribute.MultiWorkerMirroredStrategy()
-with strategy.scope():
-    model = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Conv2D(4, 3),
-                              keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(3, activation="softmax")])
-    model.compile("sgd", "sparse_categorical_crossentropy")
-rng = np.random.default_rng(0)
-data = tf.data.Dataset.from_tensor_slices((rng.normal(size=(32, 8, 8, 1)).astype("float32"),
-                                           rng.integers(0, 3, 32))).batch(8)
-print("loss", model.fit(data, epochs=1, verbose=0).history["loss"][0])
-"""
 
 
 class KerasMultiWorkerFailure(Exception):
@@ -342,11 +287,12 @@ class KerasMultiWorkerFailure(Exception):
 @pytest.mark.xfail(raises=KerasMultiWorkerFailure, strict=True,
                    reason="Keras 3 fit under tf.distribute.MultiWorkerMirroredStrategy: "
                           "https://github.com/keras-team/keras/issues/20585")
+@pytest.mark.timeout(JOB_TIMEOUT_S + 60)
 def test_tf_multi_worker_mirrored_strategy_over_loopback(tmp_path):
     ports = [_free_port(), _free_port()]
     cluster_spec = {"worker": [f"localhost:{p}" for p in ports]}
     with open(tmp_path / "w.log", "w") as log:
-        procs = [_start([sys.executable, "-c", _TF_WORKER],
+        procs = [_start([sys.executable, TF_WORKER_SCRIPT],
                         _env(TF_CONFIG=json.dumps({"cluster": cluster_spec, "task": {"type": "worker", "index": i}})),
                         log) for i in range(2)]
         codes = _wait_all(procs)
@@ -361,7 +307,8 @@ def test_tf_multi_worker_mirrored_strategy_over_loopback(tmp_path):
 
 @only_tf
 def test_tf_cli_refuses_a_multi_worker_tf_config_naming_the_report(tmp_path):
-    tf_config = json.dumps({"cluster": {"worker": ["localhost:1", "localhost:2"]}, "task": {"type": "worker", "index": 0}})
+    tf_config = json.dumps({"cluster": {"worker": ["localhost:1", "localhost:2"]},
+                            "task": {"type": "worker", "index": 0}})
     proc = subprocess.run(
         [sys.executable, "-m", "keras_densenet.cli", "--backend", "tensorflow", "train", "--distribute",
          "--output", str(tmp_path / "out")],

@@ -61,3 +61,15 @@ def test_relative_links_resolve(page):
 def test_slug_follows_github():
     assert _slug("Torch backend: `fused_bn=True`") == "torch-backend-fused_bntrue"
     assert _slug("Loading a file: `weights=PATH`") == "loading-a-file-weightspath"
+
+
+def test_readme_test_command_is_what_ci_runs():
+    """The README's second command (install the test dependencies, run the
+    suite on three backends) is `.ci/run`'s suite line, character for character."""
+    readme = open(os.path.join(ROOT, "README.md"), encoding="utf8").read()
+    first_block = re.search(r"^```bash\n(.*?)^```", readme, re.MULTILINE | re.DOTALL)[1]
+    commands = [line for line in first_block.splitlines() if line.strip() and not line.startswith("#")]
+    ci = open(os.path.join(ROOT, ".ci", "run"), encoding="utf8").read().splitlines()
+    suite = [line for line in ci if line.startswith("pip install") and "pytest" in line]
+    assert len(commands) >= 2 and suite == [commands[1]]
+    assert "tests/requirements-nodeps.txt" in commands[1]

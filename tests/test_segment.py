@@ -20,7 +20,8 @@ from keras_densenet.training.config import SegmentConfig
 from tests.helpers import cli_args
 from tests.test_train import RecordEpochs, StopAfter
 
-TINY_JOB = dict(layers_per_block=1, growth_rate=4, image_size=32, train_canvases=16, val_canvases=8, batch_size=8, verbose=2)
+TINY_JOB = dict(layers_per_block=1, growth_rate=4, image_size=32, train_canvases=16, val_canvases=8, batch_size=8,
+                verbose=2)
 
 
 def test_canvases_label_inked_pixels_with_their_digit():
@@ -94,10 +95,20 @@ def resumed_job(tmp_path_factory):
                 epochs=recorder.epochs)
 
 
+#: The tests of `resumed_job` (each pytest-xdist worker that runs one trains
+#: the job): 270-300 s on a 2-core machine loaded 5x over, against the
+#: default limit of 300 s (pyproject.toml).
+JOB_TIMEOUT_S = 900
+
+
+@pytest.mark.timeout(JOB_TIMEOUT_S)
 def test_segment_trains_writes_outputs_and_resumes(resumed_job):
     result = resumed_job["result"]
     assert resumed_job["code"] == 0 and result is not None
     assert resumed_job["epochs"] == [1] and "resuming from epoch 2 of 2" in resumed_job["said"]
+    # stdout is not a terminal: one plain line per epoch, no progress bar.
+    said = resumed_job["said"]
+    assert "\x1b" not in said and [line.split(":")[0] for line in said.splitlines() if "loss" in line] == ["epoch 2/2"]
     assert [row["epoch"] for row in result.history] == [0, 1]
     for row in result.history:
         assert 0 <= row["val_mean_iou"] <= 1 and 0 <= row["val_pixel_accuracy"] <= 1 and row["val_loss"] > 0
@@ -111,6 +122,7 @@ def test_segment_trains_writes_outputs_and_resumes(resumed_job):
     assert not os.path.exists(resumed_job["output"] / "backup")
 
 
+@pytest.mark.timeout(JOB_TIMEOUT_S)
 def test_segment_cli_then_predict_masks_writes_a_palette_png_per_image_at_its_size(resumed_job, tmp_path, capsys):
     assert resumed_job["code"] == 0
     said = resumed_job["said"]
@@ -121,10 +133,13 @@ def test_segment_cli_then_predict_masks_writes_a_palette_png_per_image_at_its_si
         path = tmp_path / f"canvas{i}.png"
         Image.fromarray(np.random.default_rng(i).integers(0, 255, (h, w), dtype="uint8")).save(path)
         images.append(str(path))
-    code = cli.main(["predict", *images, "--model", model_path, "--masks", str(tmp_path / "masks")])
+    (tmp_path / "broken.png").write_bytes(b"")
+    code = cli.main(["predict", *images, str(tmp_path / "broken.png"), "--model", model_path, "--masks",
+                     str(tmp_path / "masks")])
     out, err = capsys.readouterr()
-    assert code == 0, err
-    for path, (h, w) in zip(images, [(40, 52), (32, 32)]):
+    assert code == 3, err  # some files skipped, each named in one line
+    assert err.splitlines() == [f"skipped {tmp_path / 'broken.png'}: empty file (0 bytes)"]
+    for path, (h, w) in zip(images, [(40, 52), (32, 32)], strict=True):
         mask = Image.open(tmp_path / "masks" / os.path.basename(path))
         assert mask.mode == "P" and mask.size == (w, h)
         assert np.asarray(mask).max() <= 10

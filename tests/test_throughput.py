@@ -1,4 +1,4 @@
-"""`bench --measure throughput` (keras_densenet/benchmarks/throughput.py): a tiny run's
+"""`bench throughput` (keras_densenet/benchmarks/throughput.py): a tiny run's
 JSON is complete and self-consistent. This checks the bookkeeping (keys,
 medians, ratios, which candidates run where), not speed: speed figures come
 from running the command itself (README)."""
@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from keras_densenet import cli
-from keras_densenet.core.registry import ArchConfig
 from keras_densenet.benchmarks import bench, throughput
+from keras_densenet.core.registry import ArchConfig
 from tests.helpers import BACKEND
 
 TINY = ArchConfig(blocks=(1, 2), growth_rate=4, num_init_features=8)
@@ -77,12 +77,12 @@ def test_json_and_table(result, tmp_path):
 
 
 @pytest.mark.parametrize("argv", [
-    ["--measure", "throughput", "--rounds", "0"],
-    ["--measure", "throughput", "--throughput-batch", "-1"],
-    ["--measure", "throughput", "--precision", "float8"],
-    ["--measure", "throughput", "--throughput-variant", "densenet7"],
+    ["throughput", "--rounds", "0"],
+    ["throughput", "--batch", "-1"],
+    ["throughput", "--precision", "float8"],
+    ["throughput", "--variant", "densenet7"],
 ])
 def test_bad_throughput_options_exit_2(argv, capsys):
     assert cli.main(["bench", *argv]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("keras-densenet bench: error:")
+    assert len(err) == 1 and err[0].startswith("keras-densenet bench throughput: error:")

@@ -13,7 +13,10 @@ from keras_densenet import cli
 from keras_densenet.core import internals
 from keras_densenet.data import datasets as data
 from keras_densenet.training import train
-from keras_densenet.training.train import TrainConfig
+from keras_densenet.training.classifier import build_classifier
+from keras_densenet.training.config import BACKUP_DIR, TrainConfig
+from keras_densenet.training.outputs import read_log
+from keras_densenet.training.timing import TIMED_PHASES, CompileTimer, format_timings
 from tests.helpers import TINY_TRAIN, cli_args
 
 TINY = dict(TINY_TRAIN, limit=60, batch_size=16, verbose=0)
@@ -21,9 +24,9 @@ TINY = dict(TINY_TRAIN, limit=60, batch_size=16, verbose=0)
 
 def assert_timings_add_up(timings):
     """Every phase is there, none is negative, and they make up the total."""
-    assert set(timings) == {*train.TIMED_PHASES, "total"}
+    assert set(timings) == {*TIMED_PHASES, "total"}
     assert all(seconds >= 0 for seconds in timings.values()), timings
-    assert sum(timings[p] for p in train.TIMED_PHASES) == pytest.approx(timings["total"], abs=1e-6)
+    assert sum(timings[p] for p in TIMED_PHASES) == pytest.approx(timings["total"], abs=1e-6)
     assert timings["epochs"] > 0 and timings["total"] > 0
 
 
@@ -118,7 +121,7 @@ def test_train_writes_outputs_and_resumes_after_interruption(tmp_path, capsys):
     config = TrainConfig(epochs=3, output=str(tmp_path / "run"), **{**TINY, "verbose": 2})
     with pytest.raises(RuntimeError, match="simulated"):
         train.train(config, callbacks=[StopAfter(1)])
-    assert [row["epoch"] for row in train.read_log(str(tmp_path / "run" / "log.csv"))] == [0, 1]
+    assert [row["epoch"] for row in read_log(str(tmp_path / "run" / "log.csv"))] == [0, 1]
     out = capsys.readouterr().out
     # Said before the first (slow) compiled step; no resume on a fresh run.
     assert "compiling the training step" in out and "resuming" not in out
@@ -128,7 +131,7 @@ def test_train_writes_outputs_and_resumes_after_interruption(tmp_path, capsys):
     assert recorder.epochs == [2]  # the completed epochs are not redone
     assert "resuming from epoch 3 of 3" in capsys.readouterr().out
     assert [row["epoch"] for row in result.history] == [0, 1, 2]
-    assert not os.path.exists(tmp_path / "run" / train.BACKUP_DIR)
+    assert not os.path.exists(tmp_path / "run" / BACKUP_DIR)
     with open(result.plot_path, "rb") as f:
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
     with open(result.class_names_path) as f:
@@ -182,7 +185,7 @@ def test_memory_efficient(tmp_path):
     assert len(result.history) == 1
     saved = keras.saving.load_model(result.model_path)
     # The backbone is a nested model: look through every layer.
-    assert any(isinstance(l, EfficientDenseLayer) for l in internals.flatten_layers(saved))
+    assert any(isinstance(layer, EfficientDenseLayer) for layer in internals.flatten_layers(saved))
 
 
 def test_augmented_batches_flip_mirrors_some_images():
@@ -198,7 +201,7 @@ def test_classifier_resizes_inside_and_defaults_to_inference():
     """Models written by `train` take any image size (a stock `Resizing`
     layer) and, called without `training` (as exported `serve` endpoints
     are), run BatchNormalization in inference mode; `fit` still trains it."""
-    model, _ = train.build_classifier(TrainConfig(depth=10, growth_rate=4), 3, 1)
+    model, _ = build_classifier(TrainConfig(depth=10, growth_rate=4), 3, 1)
     assert model.input_shape == (None, None, None, 1)
     x = np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 1)).astype("float32")
     inference = keras.ops.convert_to_numpy(model(x, training=False))
@@ -209,7 +212,8 @@ def test_classifier_resizes_inside_and_defaults_to_inference():
     stats = [keras.ops.convert_to_numpy(v).copy() for v in model.non_trainable_weights]
     model.compile("sgd", "sparse_categorical_crossentropy")
     model.fit(x, np.array([0, 1]), verbose=0)
-    assert any(not np.allclose(a, keras.ops.convert_to_numpy(v)) for a, v in zip(stats, model.non_trainable_weights))
+    after = [keras.ops.convert_to_numpy(v) for v in model.non_trainable_weights]
+    assert any(not np.allclose(a, b) for a, b in zip(stats, after, strict=True))
 
 
 def test_training_batches_are_full_and_validation_batches_equal():
@@ -231,7 +235,7 @@ def test_training_batches_are_full_and_validation_batches_equal():
 def test_compile_timer_records_every_step_and_subtracts_a_typical_one():
     model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, activation="softmax")])
     model.compile("sgd", "sparse_categorical_crossentropy")
-    timer = train.CompileTimer()
+    timer = CompileTimer()
     x, y = np.zeros((20, 3), "float32"), np.zeros(20, "int32")
     model.fit(x, y, batch_size=8, epochs=2, validation_data=(x[:10], y[:10]), validation_batch_size=4,
               callbacks=[timer], verbose=0)
@@ -248,10 +252,10 @@ def test_compile_timer_records_every_step_and_subtracts_a_typical_one():
 def test_format_timings_names_the_phases():
     timings = {"imports": 6.14, "setup": 0.01, "data": 0.4, "model": 1.2, "compilation": 9.8,
                "epochs": 24.3, "writing": 0.6}
-    line = train.format_timings({**timings, "total": sum(timings.values())}, epochs_run=8)
+    line = format_timings({**timings, "total": sum(timings.values())}, epochs_run=8)
     assert line == ("time: 42.5 s = imports 6.1 s + data 0.4 s + model 1.2 s + compilation 9.8 s"
                     " + 8 epochs 24.3 s (3.0 s/epoch) + writing 0.6 s")
-    short = train.format_timings({"data": 0.0, "compilation": 1.0, "epochs": 2.0, "writing": 0.01,
+    short = format_timings({"data": 0.0, "compilation": 1.0, "epochs": 2.0, "writing": 0.01,
                                   "total": 3.01}, epochs_run=1)
     assert short == "time: 3.0 s = data 0.0 s + compilation 1.0 s + 1 epoch 2.0 s"
 
@@ -275,6 +279,6 @@ def test_cli_prints_where_the_time_went(capsys, tmp_path):
         phases["epochs" if epochs else name] = float(seconds)
         if epochs:
             assert int(epochs) == 2
-    assert {"imports", "data", "compilation", "epochs"} <= set(phases) <= {"imports", *train.TIMED_PHASES}
+    assert {"imports", "data", "compilation", "epochs"} <= set(phases) <= {"imports", *TIMED_PHASES}
     # Shown to 0.1 s, and phases under 0.05 s are left out.
     assert sum(phases.values()) == pytest.approx(float(total.removesuffix(" s")), abs=0.05 * 8)

@@ -19,10 +19,8 @@ from keras_densenet.layers import initialization
 from keras_densenet.tools.convert import convert_checkpoint
 from keras_densenet.weights import loading as weights_lib
 from tests.helpers import (
-    BACKEND,
     TORCH_TINY_ARCH,
     images,
-    one_backend,
     run,
     save_legacy_h5,
     torch_kwargs,
@@ -100,7 +98,7 @@ def _assert_weights_are_the_checkpoints(model, ref):
             expected = [module.weight, module.bias, module.running_mean, module.running_var]
         actual = model.get_layer(_keras_layer_of(module_name)).get_weights()
         assert len(actual) == len(expected), module_name
-        for a, e in zip(actual, expected):
+        for a, e in zip(actual, expected, strict=True):
             np.testing.assert_array_equal(a, e.detach().numpy(), err_msg=module_name)
 
 
@@ -224,11 +222,8 @@ def test_bad_weight_files(tmp_path, suffix, damage):
 #: keras.applications' legacy `.h5` file is read with h5py and loaded layer
 #: by layer: the same on every backend (the tiny legacy files below load on
 #: each). A full DenseNet-121 loads in one suite.
-LEGACY_SUITE = one_backend("torch", "tensorflow", "jax")
-
-
-@pytest.mark.skipif(BACKEND != LEGACY_SUITE, reason=f"a backend-independent file format: the full-size legacy .h5 "
-                    f"loads in the {LEGACY_SUITE} suite")
+@pytest.mark.one_backend("torch", "tensorflow", "jax",
+                         reason="a backend-independent file format: the full-size legacy .h5 loads in one suite")
 def test_legacy_h5_from_keras_applications(tmp_path):
     with initialization.fast_variables(active=True):  # values: any; faster on JAX
         reference = keras.applications.DenseNet121(weights=None, input_shape=(32, 32, 3))

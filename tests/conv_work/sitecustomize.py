@@ -75,7 +75,7 @@ def _line_macs(line):
         return 0
     rhs_spec = [d.strip() for d in match.group(2).split(",")]
     rhs, out = _dims(match.group(5)), _dims(match.group(6))
-    window = math.prod(size for size, d in zip(rhs, rhs_spec) if d not in ("i", "o"))
+    window = math.prod(size for size, d in zip(rhs, rhs_spec, strict=True) if d not in ("i", "o"))
     return math.prod(out) * window * rhs[rhs_spec.index("i")]
 
 

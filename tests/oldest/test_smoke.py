@@ -80,7 +80,7 @@ def test_keras_file_round_trip(tmp_path, memory_efficient):
     model.save(path)
     # No custom_objects: `import keras_densenet` registered the package's layers.
     loaded = keras.saving.load_model(path, safe_mode=True)
-    efficient = [l for l in loaded.layers if isinstance(l, EfficientDenseLayer)]
+    efficient = [layer for layer in loaded.layers if isinstance(layer, EfficientDenseLayer)]
     assert len(efficient) == (sum(TINY_CIFAR["blocks"]) if memory_efficient else 0)
     x = images(2, 8) / 255.0
     np.testing.assert_allclose(run(loaded, x), run(model, x), rtol=1e-5, atol=1e-6)
@@ -95,4 +95,4 @@ def test_one_fit_step(memory_efficient):
     history = model.fit(x, y, batch_size=4, epochs=1, verbose=0)
     assert np.isfinite(history.history["loss"][0])
     after = [keras.ops.convert_to_numpy(w) for w in model.trainable_weights]
-    assert all(not np.array_equal(a, b) for a, b in zip(before, after))  # every weight trained
+    assert all(not np.array_equal(a, b) for a, b in zip(before, after, strict=True))  # every weight trained

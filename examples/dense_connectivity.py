@@ -2,7 +2,7 @@
 
 Builds a real dense block with `keras_densenet.layers.blocks.dense_block` (6 layers,
 growth rate 12, 24 input channels), reads its connections back from the
-Keras graph (`keras_densenet.tools.analysis.dense_blocks`: which channel slices of
+Keras graph (`keras_densenet.tools.connectivity.dense_blocks`: which channel slices of
 the concatenation each layer's first convolution reads, checked against the
 kernel shapes) and draws them: layer l reads the block input x0 and every
 earlier layer's output, so L layers have L(L+1)/2 = 21 direct connections
@@ -20,7 +20,7 @@ import os
 import keras
 
 from keras_densenet.layers import blocks
-from keras_densenet.tools import analysis
+from keras_densenet.tools import connectivity
 
 
 def dense_block_model(num_layers, growth_rate, in_channels):
@@ -82,7 +82,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
 
     model = dense_block_model(args.layers, args.growth_rate, args.in_channels)
-    (block,) = analysis.dense_blocks(model)
+    (block,) = connectivity.dense_blocks(model)
     print(f"{block.num_layers}-layer dense block: {block.connections} direct connections "
           f"(a plain chain has {block.num_layers})")
     print("layer  reads                        input channels")

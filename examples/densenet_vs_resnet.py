@@ -5,7 +5,7 @@ handwritten digits (32x32): a DenseNet-BC (depth 22, k=12: 3 blocks of 3
 bottleneck layers) and a CIFAR-style ResNet-8 (He et al.: 3 stages of one
 basic residual block, 16/32/64 filters). Parameters, multiply-accumulates and
 training activation memory per image are counted from the two Keras graphs
-(`keras_densenet.tools.analysis`); accuracy and time come from training them. The
+(`keras_densenet.tools.counts`); accuracy and time come from training them. The
 script then prints the same facts for the ImageNet models the paper compares
 (DenseNet-121/169/201 vs ResNet-50/101), and saves a bar chart.
 
@@ -32,8 +32,8 @@ import keras
 from keras import layers
 
 import keras_densenet
-from keras_densenet.tools import analysis
 from keras_densenet.data import datasets as data
+from keras_densenet.tools import counts, table
 
 
 def resnet_cifar(input_shape, classes, blocks_per_stage=1, widths=(16, 32, 64)):
@@ -88,7 +88,7 @@ def plot(rows, path):
                ("memory", "training activations (MB/image)", 1e6), ("accuracy", "best val. accuracy", 1)]
     fig, axes = plt.subplots(1, len(metrics), figsize=(13, 3.4))
     names = [r["name"] for r in rows]
-    for ax, (key, label, scale) in zip(axes, metrics):
+    for ax, (key, label, scale) in zip(axes, metrics, strict=True):
         ax.bar(names, [r[key] / scale for r in rows], color=["tab:green", "tab:blue"])
         ax.set_title(label, fontsize=10)
         ax.tick_params(axis="x", labelsize=8)
@@ -114,8 +114,8 @@ def main(argv=None):
     rows = []
     for model in (densenet_bc(shape, 10, args.depth), resnet_cifar(shape, 10)):
         accuracy, seconds = train(model, ds, args.epochs)
-        rows.append(dict(name=model.name, params=model.count_params(), depth=analysis.weighted_depth(model),
-                         macs=analysis.count_macs(model), memory=analysis.activation_bytes(model),
+        rows.append(dict(name=model.name, params=model.count_params(), depth=counts.weighted_depth(model),
+                         macs=counts.count_macs(model), memory=counts.activation_bytes(model),
                          accuracy=accuracy, seconds=seconds))
     print(f"{'model':20} {'depth':>5} {'params':>8} {'MACs/img':>9} {'train MB/img':>12} "
           f"{'s/epoch':>7} {'val accuracy':>12}")
@@ -129,7 +129,7 @@ def main(argv=None):
     names = ["densenet121", "densenet169", "densenet201", "resnet50", "resnet101"]
     if args.smoke:
         names = ["densenet121", "resnet50"]
-    print(analysis.format_table(analysis.table(names), "text"))
+    print(table.format_table(table.table(names), "text"))
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@ Trains a DenseNet-BC (depth 40, k=12: 3 dense blocks of 6 bottleneck layers)
 on the embedded handwritten digits, then draws, for each dense block, the
 mean absolute weight that each layer's first convolution (and the transition
 or classifier after the block) gives to each earlier source: the block input
-(top row) and every earlier dense layer (`keras_densenet.tools.analysis`).
+(top row) and every earlier dense layer (`keras_densenet.tools.reuse`).
 
 How to read it: a column is one reader (target), a row one source; blank
 cells are sources a target cannot read. Each column is divided by its
@@ -33,8 +33,8 @@ import keras
 import numpy as np
 
 import keras_densenet
-from keras_densenet.tools import analysis
 from keras_densenet.data import datasets as data
+from keras_densenet.tools.reuse import feature_reuse, plot_feature_reuse
 
 
 def summarize(reuse):
@@ -85,8 +85,8 @@ def main(argv=None):
     print(f"DenseNet-BC depth {args.depth}, k={args.growth_rate}: {model.count_params():,} parameters, "
           f"final validation accuracy {history.history['val_accuracy'][-1]:.4f}")
 
-    reuse = analysis.feature_reuse(model)
-    analysis.plot_feature_reuse(
+    reuse = feature_reuse(model)
+    plot_feature_reuse(
         reuse, args.output,
         title=f"feature reuse, DenseNet-BC-{args.depth} (k={args.growth_rate}) trained on the digits",
         normalize=not args.raw)

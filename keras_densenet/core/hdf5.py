@@ -25,6 +25,7 @@ Example:
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from typing import Optional
@@ -34,11 +35,15 @@ from keras_densenet.core.files import file_error
 #: The probe may use this much memory beyond what reading the file needs
 #: (its arrays, once): a damaged size asks for gigabytes.
 PROBE_MEMORY_SLACK = 512 << 20
-#: The probe's time limit: a start-up allowance plus a reading rate, so that
-#: a slow disk or a busy machine never refuses a sound file (a sound 10 MB
-#: file is read in well under a second), while a file on which HDF5 loops
-#: is refused within 10 s.
-PROBE_SECONDS, PROBE_BYTES_PER_SECOND = 8.0, 20 << 20
+#: The probe's limit on CPU time (after its imports): an allowance plus a
+#: reading rate. A file on which HDF5 loops burns CPU and is stopped after
+#: it (SIGXCPU), in about 3 s on an idle machine; CPU time, unlike the wall
+#: clock, does not run while a busy machine starves the probe, so a sound
+#: file (10 MB take well under a CPU second) is never refused for the
+#: machine's load.
+PROBE_CPU_SECONDS, PROBE_BYTES_PER_CPU_SECOND = 3, 20 << 20
+#: The wall-clock bound behind it, for a probe that never gets the CPU.
+PROBE_WALL_SECONDS = 300
 _GCOL = b"GCOL\x01\x00\x00\x00"
 
 
@@ -74,10 +79,13 @@ def check_heaps(data, path) -> None:
 _PROBE = r"""
 import io, resource, sys, zipfile
 import h5py
-path, member, budget = sys.argv[1], sys.argv[2], int(sys.argv[3])
+path, member, budget, cpu = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 with open("/proc/self/statm") as f:
     used = int(f.read().split()[0]) * resource.getpagesize()
 resource.setrlimit(resource.RLIMIT_AS, (used + budget, resource.getrlimit(resource.RLIMIT_AS)[1]))
+spent = resource.getrusage(resource.RUSAGE_SELF)
+spent = int(spent.ru_utime + spent.ru_stime) + 1
+resource.setrlimit(resource.RLIMIT_CPU, (spent + cpu, resource.getrlimit(resource.RLIMIT_CPU)[1]))
 source = io.BytesIO(zipfile.ZipFile(path).read(member)) if member else path
 
 def read(obj):
@@ -120,14 +128,17 @@ def probe(path, member: Optional[str] = None, size: Optional[int] = None) -> Non
     if not sys.platform.startswith("linux"):
         return  # the memory cap reads /proc; elsewhere the in-process checks alone apply
     size = os.path.getsize(path) if size is None else size
-    seconds = PROBE_SECONDS + size / PROBE_BYTES_PER_SECOND
-    command = [sys.executable, "-c", _PROBE, path, member or "", str(PROBE_MEMORY_SLACK + 3 * size)]
+    cpu = PROBE_CPU_SECONDS + size // PROBE_BYTES_PER_CPU_SECOND
+    command = [sys.executable, "-c", _PROBE, path, member or "", str(PROBE_MEMORY_SLACK + 3 * size), str(cpu)]
+    looping = (f"HDF5 could not read it within {cpu} s of CPU time (a damaged file that makes the HDF5 library "
+               "loop): not a readable weights file")
     try:
-        proc = subprocess.run(command, capture_output=True, text=True, timeout=seconds,
+        proc = subprocess.run(command, capture_output=True, text=True, timeout=PROBE_WALL_SECONDS + cpu,
                               env={**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"})
     except subprocess.TimeoutExpired:
-        raise file_error(path, f"HDF5 could not read it within {seconds:.0f} s (a damaged file that makes the "
-                               "HDF5 library loop): not a readable weights file") from None
+        raise file_error(path, looping) from None
+    if proc.returncode == -signal.SIGXCPU:
+        raise file_error(path, looping)
     if proc.returncode != 0:
         lines = proc.stderr.strip().splitlines()
         last = lines[-1] if lines else f"the reader died (exit {proc.returncode})"

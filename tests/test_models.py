@@ -351,12 +351,7 @@ def test_keras_file_round_trip_in_fresh_process(tmp_path):
     np.save(tmp_path / "x.npy", x)
     np.save(tmp_path / "y.npy", model.predict(x, verbose=0))
     model.save(tmp_path / "m.keras")
-    _fresh_process(
-        "import numpy as np, keras, sys; d = sys.argv[1];"
-        "m = keras.saving.load_model(d + '/m.keras', safe_mode=True);"
-        "np.testing.assert_array_equal(m.predict(np.load(d + '/x.npy'), verbose=0), np.load(d + '/y.npy'))",
-        tmp_path,
-    )
+    _fresh_process("predict_keras_file.py", tmp_path)
 
 
 def test_preprocess_input_is_keras_applications():

@@ -123,6 +123,8 @@ def test_distributed_client_gloo_address_and_keras_rng(tmp_path):
         port = s.getsockname()[1]
     root = str(PACKAGE.parent)
     env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    # The suite's full-float32 setting: JAX before 0.4.31 refuses "highest" in the environment.
+    env.pop("JAX_DEFAULT_MATMUL_PRECISION", None)
     child = os.path.join(root, "tests", "scripts", "jax_job_child.py")
     out = subprocess.run([sys.executable, child, str(port)], env=env, cwd=root, capture_output=True,
                          text=True, timeout=300)

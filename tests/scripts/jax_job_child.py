@@ -6,7 +6,11 @@ given, Keras' seed step. Argument: a free loopback port."""
 import sys
 
 import jax
-from jax._src.lib import _jax
+
+try:
+    from jax._src.lib import _jax
+except ImportError:  # JAX before 0.6: the same functions in xla_extension
+    from jax._src.lib import xla_extension as _jax
 
 from keras_densenet.core import internals
 

@@ -26,7 +26,8 @@ client.key_value_set("kd/alive/0", "1", allow_overwrite=True)
 client.key_value_set("kd/alive/0", "2", allow_overwrite=True)
 assert client.key_value_dir_get("kd/alive/") == [("kd/alive/0", "2")]
 assert jax.devices()[0].platform == "cpu"
-assert [c["hostname"] for c in calls] == (["127.0.0.1"] if told else []), calls
+# An older JAX makes gloo without a hostname (ours was not told): none of ours then.
+assert [c["hostname"] for c in calls if c.get("hostname")] == (["127.0.0.1"] if told else []), calls
 import keras  # noqa: E402, F401  (Keras' RNG after the job formed)
 from keras.src.utils import rng_utils  # noqa: E402
 

@@ -32,5 +32,6 @@ import keras  # noqa: E402, F401  (Keras' RNG after the job formed)
 from keras.src.utils import rng_utils  # noqa: E402
 
 ran = internals.initialize_keras_rng()
-assert (rng_utils.get_random_seed() is not None) == ran
+if hasattr(rng_utils, "get_random_seed"):  # Keras >= 3.10; before, there is no seed to read back
+    assert (rng_utils.get_random_seed() is not None) == ran
 print("ok", told, ran)

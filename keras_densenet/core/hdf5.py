@@ -82,10 +82,12 @@ import h5py
 path, member, budget, cpu = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 with open("/proc/self/statm") as f:
     used = int(f.read().split()[0]) * resource.getpagesize()
-resource.setrlimit(resource.RLIMIT_AS, (used + budget, resource.getrlimit(resource.RLIMIT_AS)[1]))
+def limit(kind, soft):
+    hard = resource.getrlimit(kind)[1]  # a soft limit may not pass a finite hard one
+    resource.setrlimit(kind, (soft if hard == resource.RLIM_INFINITY else min(soft, hard), hard))
+limit(resource.RLIMIT_AS, used + budget)
 spent = resource.getrusage(resource.RUSAGE_SELF)
-spent = int(spent.ru_utime + spent.ru_stime) + 1
-resource.setrlimit(resource.RLIMIT_CPU, (spent + cpu, resource.getrlimit(resource.RLIMIT_CPU)[1]))
+limit(resource.RLIMIT_CPU, int(spent.ru_utime + spent.ru_stime) + 1 + cpu)
 source = io.BytesIO(zipfile.ZipFile(path).read(member)) if member else path
 
 def read(obj):

@@ -206,6 +206,20 @@ def test_bad_bench_options_are_answered_before_keras_is_imported():
         assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
 
 
+@pytest.mark.parametrize("command, model", [("predict", ["--arch", "densenet121"]),
+                                            ("features", ["--arch", "densenet121", "--output", "f.npy"])])
+def test_image_commands_share_their_inputs_and_batching_options(command, model, tmp_path):
+    args = cli.build_parser().parse_args([command, "a.png", "dir/", "*.jpg", *model, "--batch-size", "5"])
+    inputs = args.images if command == "predict" else args.inputs
+    assert inputs == ["a.png", "dir/", "*.jpg"] and args.batch_size == 5 and args.workers is None
+    argv = [command, str(tmp_path), *model, "--workers", "0"]
+    proc = subprocess.run([sys.executable, str(SCRIPTS / "cli_without_keras.py"), *argv], capture_output=True,
+                          text=True, timeout=240, cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip().splitlines() == ["keras-densenet " + command + ": error: --workers must be an "
+                                                "integer >= 1. Received: 0"]
+
+
 def test_bench_volume_is_a_bench_sub_command_checked_before_keras():
     args = cli.build_parser().parse_args(["bench", "volume", "--photos", "2,3", "--image-shape", "40x30"])
     assert args.func is bench_measures.run_volume and args.check is bench_measures.check_volume

@@ -117,6 +117,29 @@ def add_weights_option(parser: argparse.ArgumentParser, default, about: str, def
                         help=f"{about} (default: {default_means}; none: random initial weights)")
 
 
+def add_image_inputs(parser: argparse.ArgumentParser, dest: str, metavar: str) -> None:
+    """Adds the positional image inputs of the commands that read image
+    files (``predict``, ``features``): files, directories, glob patterns."""
+    parser.add_argument(dest, nargs="+", metavar=metavar,
+                        help="image files, directories (searched recursively) or glob patterns, in sorted order")
+
+
+def add_batching_options(parser: argparse.ArgumentParser, batch_size: int) -> None:
+    """Adds ``--batch-size`` (default `batch_size`) and ``--workers``, how
+    the image inputs of `add_image_inputs` stream through the model."""
+    parser.add_argument("--batch-size", type=int, default=batch_size, help="images per batch (default %(default)s)")
+    parser.add_argument("--workers", type=int, metavar="N",
+                        help="threads decoding the next images while the model runs (default: one per core, "
+                             "at most 4)")
+
+
+def check_batching_options(args: argparse.Namespace) -> None:
+    """Answers what `add_batching_options` parsed that argparse cannot check
+    (ValueError); the library checks the rest."""
+    if args.workers is not None and args.workers < 1:
+        raise ValueError(f"--workers must be an integer >= 1. Received: {args.workers}")
+
+
 def csv(text: str) -> list:
     """The items of a comma-separated option, stripped, empty ones left out."""
     return [t.strip() for t in text.split(",") if t.strip()]

@@ -50,8 +50,7 @@ def add_parser(sub) -> None:
         epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("inputs", nargs="+", metavar="INPUT",
-                   help="image files, directories (searched recursively) or glob patterns, in sorted order")
+    common.add_image_inputs(p, "inputs", "INPUT")
     p.add_argument("--arch", metavar="VARIANT", help=f"a registered variant: {common.VARIANTS}")
     common.add_weights_option(p, argparse.SUPPRESS, "with --arch: a weight-set name or a weights file",
                               default_means="imagenet")
@@ -63,11 +62,7 @@ def add_parser(sub) -> None:
                    help="pooling over the feature map (default %(default)s)")
     p.add_argument("--image-size", type=int, metavar="SIDE",
                    help="input side (default: the model's own size, else the variant's)")
-    p.add_argument("--batch-size", type=int, default=deploy.DEFAULT_BATCH_SIZE,
-                   help="images per batch (default %(default)s)")
-    p.add_argument("--workers", type=int, metavar="N",
-                   help="threads decoding the next images while the model runs (default: one per core, "
-                        "at most 4)")
+    common.add_batching_options(p, deploy.DEFAULT_BATCH_SIZE)
     p.set_defaults(func=run, check=check)
 
 
@@ -82,8 +77,7 @@ def check(args) -> None:
     extras.require("train", "keras-densenet features")  # reading image files
     if args.model is None and args.arch is None:
         raise ValueError("give a model: --arch VARIANT (with --weights) or --model FILE.keras")
-    if args.workers is not None and args.workers < 1:
-        raise ValueError(f"--workers must be an integer >= 1. Received: {args.workers}")
+    common.check_batching_options(args)
     if args.image_size is not None and args.image_size < 1:
         raise ValueError(f"--image-size must be an integer >= 1. Received: {args.image_size}")
     features_lib.check_features(args.inputs, args.output, **_arguments(args))

@@ -45,8 +45,7 @@ def add_parser(sub) -> None:
         epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("images", nargs="+", metavar="IMAGE",
-                   help="image files, directories (searched recursively) or glob patterns, in sorted order")
+    common.add_image_inputs(p, "images", "IMAGE")
     p.add_argument("--model", dest="model_path", metavar="MODEL",
                    help="a model written by `train` (.keras) or `export` (.tflite, .xml, .onnx, .pt2, "
                         "a SavedModel directory)")
@@ -58,11 +57,7 @@ def add_parser(sub) -> None:
     p.add_argument("--top", type=int, default=deploy.DEFAULT_TOP, help="classes per image (default %(default)s)")
     p.add_argument("--output", metavar="FILE",
                    help="write the rows to FILE, CSV (.csv) or JSON Lines (.jsonl), instead of stdout")
-    p.add_argument("--batch-size", type=int, default=deploy.DEFAULT_BATCH_SIZE,
-                   help="images per batch (default %(default)s)")
-    p.add_argument("--workers", type=int, metavar="N",
-                   help="threads decoding the next images while the model runs (default: one per core, "
-                        "at most 4)")
+    common.add_batching_options(p, deploy.DEFAULT_BATCH_SIZE)
     p.add_argument("--masks", metavar="DIR", default=None,
                    help="with a segmentation --model (from `segment`): write a mask PNG per image to DIR")
     p.add_argument("--trust-pickle", action="store_true",
@@ -84,8 +79,7 @@ def _predict_arguments(args) -> dict:
 def check(args) -> None:
     """Answers bad options before keras is imported (ValueError)."""
     extras.require("train", "keras-densenet predict")  # reading image files
-    if args.workers is not None and args.workers < 1:
-        raise ValueError(f"--workers must be an integer >= 1. Received: {args.workers}")
+    common.check_batching_options(args)
     if args.masks is not None:
         if args.model_path is None or not args.model_path.endswith(".keras"):
             raise ValueError("--masks goes with a segmentation --model, a .keras file written by `segment`")

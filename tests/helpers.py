@@ -2,17 +2,23 @@
 NumPy, random images. Fixtures live in conftest.py; plain helpers here, so
 test files import them by name (``from tests.helpers import TINY, run``)."""
 
+import csv
+import os
 import pathlib
+import time
 
 import keras
 import numpy as np
 
+from keras_densenet.core import cluster
 from keras_densenet.core.registry import ArchConfig
 
 #: The backend of this run: the suite runs once per backend.
 BACKEND = keras.backend.backend()
 #: Every backend the suite runs on, one run each.
 BACKENDS = ("tensorflow", "jax", "torch")
+#: The repository's root: child processes import this checkout first.
+ROOT = str(pathlib.Path(__file__).resolve().parent.parent)
 #: The scripts tests run in child processes (``[sys.executable, str(SCRIPTS / "name.py"), ...]``).
 SCRIPTS = pathlib.Path(__file__).resolve().parent / "scripts"
 
@@ -146,3 +152,50 @@ def assert_close(a, b, rtol=1e-5):
     for u, v in zip(a, b, strict=True):
         assert u.shape == v.shape
         assert np.max(np.abs(u - v)) <= rtol * max(np.max(np.abs(u)), 1e-12)
+
+
+# --- multi-process jobs (tests/test_multiprocess.py, tests/test_hosts.py) ----
+
+
+def child_env(**variables) -> dict:
+    """The environment of a process of a multi-process test: this checkout
+    first on the path, CPU devices only, TensorFlow quiet, and none of the
+    suite's own job, device-count or gloo variables; then `variables`
+    (values as strings)."""
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),
+               TF_CPP_MIN_LOG_LEVEL="3", JAX_PLATFORMS="cpu", CUDA_VISIBLE_DEVICES="")
+    for name in (*cluster.JOB_VARIABLES, "XLA_FLAGS", "TF_CONFIG", "KERAS_DENSENET_GLOO_ADDRESS"):
+        env.pop(name, None)
+    env.update({k: str(v) for k, v in variables.items()})
+    return env
+
+
+def job_env(coordinator: str, process_id: int, num_processes: int = 2, **variables) -> dict:
+    """`child_env` of process `process_id` of a job whose coordinator listens
+    at `coordinator` (``HOST:PORT``): Keras' three job variables set."""
+    return child_env(**{cluster.JOB_ADDRESSES: coordinator, cluster.NUM_PROCESSES: num_processes,
+                        cluster.PROCESS_ID: process_id}, **variables)
+
+
+def wait_all(procs: list, timeout: float) -> list:
+    """The exit codes of `procs`, all waited for within `timeout` seconds
+    together; kills what still runs when that time is out (and re-raises
+    `subprocess.TimeoutExpired`)."""
+    deadline = time.monotonic() + timeout
+    try:
+        return [p.wait(timeout=max(1.0, deadline - time.monotonic())) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait(timeout=30)
+
+
+def log_rows(output) -> list:
+    """The rows of ``log.csv`` in the training output directory `output`
+    (``[]`` before the first epoch ends), as dicts."""
+    path = os.path.join(output, "log.csv")
+    if not os.path.exists(path):
+        return []
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))

@@ -18,7 +18,6 @@ in-memory store, in a second or two.
 """
 
 import contextlib
-import csv
 import json
 import os
 import shutil
@@ -30,9 +29,8 @@ import time
 
 import pytest
 
-from keras_densenet.core import cluster
+from tests.helpers import ROOT, job_env, log_rows, wait_all
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 #: The namespaces' names start with this, then the test process's id.
 PREFIX = "kdhosts"
 #: The veth devices' names: this, the test process's id, then a or b (15 characters at most).
@@ -108,16 +106,6 @@ def hosts():
         assert not [n for n in made if n in _ip("netns", "list", check=False).stdout]
 
 
-def _job_env(process_id: int, **extra) -> dict:
-    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),
-               TF_CPP_MIN_LOG_LEVEL="3", JAX_PLATFORMS="cpu", CUDA_VISIBLE_DEVICES="")
-    for name in ("XLA_FLAGS", "TF_CONFIG", "KERAS_DENSENET_GLOO_ADDRESS"):
-        env.pop(name, None)
-    env.update({cluster.JOB_ADDRESSES: f"{ADDRESSES[0]}:{PORT}", cluster.NUM_PROCESSES: "2",
-                cluster.PROCESS_ID: str(process_id)}, **extra)
-    return env
-
-
 @contextlib.contextmanager
 def _job(hosts, tmp_path, tag: str, **extra):
     """Starts process p in namespace p; stdout to ``{tag}{p}.log``, stderr to
@@ -129,8 +117,8 @@ def _job(hosts, tmp_path, tag: str, **extra):
             command = ["ip", "netns", "exec", namespace, sys.executable, "-m", "keras_densenet.cli",
                        "--backend", "jax", *TRAIN, "--output", str(tmp_path / f"out{p}")]
             # `ip netns exec` execs the command: the pid is Python's.
-            procs.append(subprocess.Popen(command, env=_job_env(p, **extra), cwd=ROOT, stdout=files[-2],
-                                          stderr=files[-1], text=True))
+            env = job_env(f"{ADDRESSES[0]}:{PORT}", p, **extra)
+            procs.append(subprocess.Popen(command, env=env, cwd=ROOT, stdout=files[-2], stderr=files[-1], text=True))
         yield procs
     finally:
         for proc in procs:
@@ -139,19 +127,6 @@ def _job(hosts, tmp_path, tag: str, **extra):
                 proc.wait(timeout=30)
         for f in files:
             f.close()
-
-
-def _wait(procs, timeout: float) -> list:
-    deadline = time.monotonic() + timeout
-    return [p.wait(timeout=max(1.0, deadline - time.monotonic())) for p in procs]
-
-
-def _log_rows(output) -> list:
-    path = os.path.join(output, "log.csv")
-    if not os.path.exists(path):
-        return []
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
 
 
 def _errors(text: str) -> list:
@@ -177,7 +152,7 @@ def test_a_job_across_two_hosts_survives_a_cut_link_and_resumes(hosts, tmp_path)
     with _job(hosts, tmp_path, "first") as procs:
         deadline = time.monotonic() + JOB_TIMEOUT_S
         # Both processes past the first epoch's backup: the job formed and trains.
-        while not (_log_rows(tmp_path / "out0") and os.path.exists(
+        while not (log_rows(tmp_path / "out0") and os.path.exists(
                 tmp_path / "out1" / "backup" / "process-1" / "all" / "training_metadata.json")):
             assert all(p.poll() is None for p in procs), (tmp_path / "first0.err").read_text()[-3000:]
             assert time.monotonic() < deadline, f"no epoch within {JOB_TIMEOUT_S} s; {note}"
@@ -186,7 +161,7 @@ def test_a_job_across_two_hosts_survives_a_cut_link_and_resumes(hosts, tmp_path)
         namespace, device = hosts[1]
         _ip("-n", namespace, "link", "set", device, "down")  # process 1's host vanishes, silently
         cut = time.monotonic()
-        codes = _wait(procs, LOST_BOUND_S)
+        codes = wait_all(procs, LOST_BOUND_S)
         stopped = time.monotonic() - cut
     _ip("-n", namespace, "link", "set", device, "up")
     print(f"the processes stopped {stopped:.1f} s after the cut")
@@ -197,17 +172,17 @@ def test_a_job_across_two_hosts_survives_a_cut_link_and_resumes(hosts, tmp_path)
         assert f"lost process {1 - p} of the 2-process job" in _errors(text)[0], text[-3000:]
         assert not [word for word in FATAL if word in text], text[-3000:]
     assert stopped < min(LOST_BOUND_S, JAX_HEARTBEAT_S)
-    done = len(_log_rows(tmp_path / "out0"))
+    done = len(log_rows(tmp_path / "out0"))
     assert 1 <= done < EPOCHS
 
     # The link back, the same commands: the job resumes and completes, each epoch once.
     with _job(hosts, tmp_path, "second") as procs:
-        codes = _wait(procs, JOB_TIMEOUT_S)
+        codes = wait_all(procs, JOB_TIMEOUT_S)
     second0 = (tmp_path / "second0.log").read_text()
     assert codes == [0, 0], (tmp_path / "second0.err").read_text()[-3000:]
     resumed = [line for line in second0.splitlines() if line.startswith("resuming from epoch")]
     assert len(resumed) == 1 and int(resumed[0].split()[3]) in (done, done + 1), second0[-3000:]
-    assert [int(r["epoch"]) for r in _log_rows(tmp_path / "out0")] == list(range(EPOCHS))
+    assert [int(r["epoch"]) for r in log_rows(tmp_path / "out0")] == list(range(EPOCHS))
     assert "process 1 of 2: done (process 0 wrote the outputs)" in (tmp_path / "second1.log").read_text()
 
 
@@ -216,7 +191,7 @@ def test_a_job_across_two_hosts_survives_a_cut_link_and_resumes(hosts, tmp_path)
 def test_collectives_at_an_address_others_cannot_reach_end_every_process_in_one_line(hosts, tmp_path):
     # Loopback, as gloo's default chose on a machine whose name resolves to it.
     with _job(hosts, tmp_path, "loop", KERAS_DENSENET_GLOO_ADDRESS="127.0.0.1") as procs:
-        codes = _wait(procs, JOB_TIMEOUT_S)
+        codes = wait_all(procs, JOB_TIMEOUT_S)
     err = [(tmp_path / f"loop{p}.err").read_text() for p in range(2)]
     assert codes == [2, 2], err
     for p, text in enumerate(err):

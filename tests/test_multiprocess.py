@@ -8,7 +8,6 @@ an expected failure (Keras 3 cannot fit under it).
 """
 
 import contextlib
-import csv
 import json
 import os
 import socket
@@ -20,8 +19,8 @@ import numpy as np
 import pytest
 
 from keras_densenet.core import cluster
+from tests.helpers import ROOT, child_env, job_env, log_rows, wait_all
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 #: Bound of one job of the tests (2 processes compiling a tiny model each).
 JOB_TIMEOUT_S = 300
 #: How soon the processes left must stop after one is killed (the issue's bound).
@@ -40,32 +39,12 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _env(**extra) -> dict:
-    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),
-               TF_CPP_MIN_LOG_LEVEL="3", JAX_PLATFORMS="cpu", CUDA_VISIBLE_DEVICES="")
-    for name in (*cluster.JOB_VARIABLES, "XLA_FLAGS", "TF_CONFIG"):
-        env.pop(name, None)
-    env.update({k: str(v) for k, v in extra.items()})
-    return env
-
-
 def _job_env(port: int, process_id: int, num_processes: int = 2) -> dict:
-    return _env(**{cluster.JOB_ADDRESSES: f"localhost:{port}", cluster.NUM_PROCESSES: num_processes,
-                   cluster.PROCESS_ID: process_id})
+    return job_env(f"localhost:{port}", process_id, num_processes)
 
 
 def _start(command: list, env: dict, log, err=subprocess.STDOUT) -> subprocess.Popen:
     return subprocess.Popen(command, env=env, cwd=ROOT, stdout=log, stderr=err, text=True)
-
-
-def _wait_all(procs: list, timeout: float = JOB_TIMEOUT_S) -> list:
-    deadline = time.monotonic() + timeout
-    try:
-        return [p.wait(timeout=max(1.0, deadline - time.monotonic())) for p in procs]
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
 
 
 def _cli(*args) -> list:
@@ -161,8 +140,8 @@ def test_two_processes_take_the_step_of_one_process_on_as_many_devices(tmp_path)
     with open(tmp_path / "job.log", "w") as log:
         procs = [_start([sys.executable, str(script), "2", str(tmp_path / "two.npz")], _job_env(port, p), log)
                  for p in range(2)]
-        assert _wait_all(procs) == [0, 0], (tmp_path / "job.log").read_text()[-3000:]
-    one = subprocess.run([sys.executable, str(script), "4", str(tmp_path / "one.npz")], env=_env(),
+        assert wait_all(procs, JOB_TIMEOUT_S) == [0, 0], (tmp_path / "job.log").read_text()[-3000:]
+    one = subprocess.run([sys.executable, str(script), "4", str(tmp_path / "one.npz")], env=child_env(),
                          cwd=ROOT, capture_output=True, text=True, timeout=JOB_TIMEOUT_S)
     assert one.returncode == 0, one.stderr[-3000:]
     two_out = json.loads((tmp_path / "job.log").read_text().strip().splitlines()[-1])
@@ -186,14 +165,6 @@ _TRAIN = ["train", "--distribute", "--cpu-devices", "2", "--depth", "10", "--gro
           "--connect-timeout", "120"]
 
 
-def _log_rows(output) -> list:
-    path = os.path.join(output, "log.csv")
-    if not os.path.exists(path):
-        return []
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
-
-
 def _launch_training(tmp_path, port: int, tag: str) -> tuple:
     """Starts the 2-process job; stdout to ``{tag}{p}.log``, stderr to ``{tag}{p}.err``."""
     logs = [open(tmp_path / f"{tag}{p}.{kind}", "w") for p in range(2) for kind in ("log", "err")]
@@ -209,7 +180,7 @@ def test_cli_job_one_writer_a_lost_process_stops_the_other_and_the_relaunch_resu
     deadline = time.monotonic() + JOB_TIMEOUT_S
     # Kill process 1 once both processes are past the first epoch's backup.
     while time.monotonic() < deadline and not (
-        _log_rows(tmp_path / "out0")
+        log_rows(tmp_path / "out0")
         and os.path.exists(tmp_path / "out1" / "backup" / "process-1" / "all" / "training_metadata.json")
     ):
         assert all(p.poll() is None for p in procs), (tmp_path / "first0.err").read_text()[-3000:]
@@ -219,7 +190,7 @@ def test_cli_job_one_writer_a_lost_process_stops_the_other_and_the_relaunch_resu
     try:
         code = procs[0].wait(timeout=LOST_PROCESS_BOUND_S)
     finally:
-        _wait_all(procs, 10)
+        wait_all(procs, 10)
         [log.close() for log in logs]
     stopped_after = time.monotonic() - killed
     first0 = (tmp_path / "first0.err").read_text()
@@ -228,13 +199,13 @@ def test_cli_job_one_writer_a_lost_process_stops_the_other_and_the_relaunch_resu
     assert len(errors) == 1 and "lost process 1 of the 2-process job" in errors[0], first0[-3000:]
     assert "Traceback" not in first0
     assert stopped_after < LOST_PROCESS_BOUND_S
-    done = len(_log_rows(tmp_path / "out0"))
+    done = len(log_rows(tmp_path / "out0"))
     assert 1 <= done < 8  # killed mid-run
 
     # The same commands again: they resume; nothing completed is lost or repeated.
     procs, logs = _launch_training(tmp_path, _free_port(), "second")
     try:
-        codes = _wait_all(procs)
+        codes = wait_all(procs, JOB_TIMEOUT_S)
     finally:
         [log.close() for log in logs]
     second0 = (tmp_path / "second0.log").read_text()
@@ -243,15 +214,15 @@ def test_cli_job_one_writer_a_lost_process_stops_the_other_and_the_relaunch_resu
     assert "in 2 processes" in first_line and "process 0" in first_line and "global batch 64" in first_line
     resumed = [line for line in second0.splitlines() if line.startswith("resuming from epoch")]
     assert len(resumed) == 1 and int(resumed[0].split()[3]) in (done, done + 1), second0[-3000:]
-    assert [int(r["epoch"]) for r in _log_rows(tmp_path / "out0")] == list(range(8))
+    assert [int(r["epoch"]) for r in log_rows(tmp_path / "out0")] == list(range(8))
     # Only process 0 wrote outputs; process 1 kept only its backup, now removed.
     assert sorted(os.listdir(tmp_path / "out0")) == ["class_names.json", "learning_curve.png", "log.csv",
                                                      "model.keras"]
     assert os.listdir(tmp_path / "out1") == []
-    assert float(_log_rows(tmp_path / "out0")[-1]["val_accuracy"]) > 0.5  # it learned
+    assert float(log_rows(tmp_path / "out0")[-1]["val_accuracy"]) > 0.5  # it learned
     # Validation is global: process 1's best of this run is that of process 0's log rows.
     resumed_at = int(resumed[0].split()[3]) - 1
-    rows = _log_rows(tmp_path / "out0")[resumed_at:]
+    rows = log_rows(tmp_path / "out0")[resumed_at:]
     best_1 = [line for line in (tmp_path / "second1.log").read_text().splitlines()
               if line.startswith("best validation accuracy")]
     assert best_1 == [f"best validation accuracy: {max(float(r['val_accuracy']) for r in rows):.4f}"]
@@ -292,10 +263,9 @@ def test_tf_multi_worker_mirrored_strategy_over_loopback(tmp_path):
     ports = [_free_port(), _free_port()]
     cluster_spec = {"worker": [f"localhost:{p}" for p in ports]}
     with open(tmp_path / "w.log", "w") as log:
-        procs = [_start([sys.executable, TF_WORKER_SCRIPT],
-                        _env(TF_CONFIG=json.dumps({"cluster": cluster_spec, "task": {"type": "worker", "index": i}})),
-                        log) for i in range(2)]
-        codes = _wait_all(procs)
+        configs = [json.dumps({"cluster": cluster_spec, "task": {"type": "worker", "index": i}}) for i in range(2)]
+        procs = [_start([sys.executable, TF_WORKER_SCRIPT], child_env(TF_CONFIG=c), log) for c in configs]
+        codes = wait_all(procs, JOB_TIMEOUT_S)
     text = (tmp_path / "w.log").read_text()
     if codes != [0, 0]:
         failure = next((line for line in text.splitlines() if line.startswith("ValueError")), text[-500:])
@@ -312,7 +282,7 @@ def test_tf_cli_refuses_a_multi_worker_tf_config_naming_the_report(tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "keras_densenet.cli", "--backend", "tensorflow", "train", "--distribute",
          "--output", str(tmp_path / "out")],
-        env=_env(TF_CONFIG=tf_config), cwd=ROOT, capture_output=True, text=True, timeout=120,
+        env=child_env(TF_CONFIG=tf_config), cwd=ROOT, capture_output=True, text=True, timeout=120,
     )
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
     assert "keras-team/keras/issues/20585" in proc.stderr and "TF_CONFIG describes 2 workers" in proc.stderr

@@ -19,8 +19,8 @@ import warnings
 from typing import Optional
 
 from keras_densenet.core import cluster, extras
-from keras_densenet.data import images
-from keras_densenet.data.folders import DataWarning, check_image_size, check_split
+from keras_densenet.data import listing
+from keras_densenet.data.folders import DataWarning, check_files, check_image_size, check_split
 
 #: File endings `keras.utils.image_dataset_from_directory` reads.
 IMAGE_SUFFIXES = (".bmp", ".gif", ".jpeg", ".jpg", ".png")
@@ -61,30 +61,13 @@ def scan_image_folder(data) -> FolderScan:
     ...
     ValueError: `data` directory not found: '/nonexistent'
     """
-    Image = extras.import_from("train", "PIL.Image", "reading image folders")
-
-    data = os.fspath(data)
-    if not os.path.isdir(data):
-        raise ValueError(f"`data` directory not found: {data!r}")
-    class_names = sorted(
-        d for d in os.listdir(data) if os.path.isdir(os.path.join(data, d))
-    )
-    files, corrupt = {}, []
-    for name in class_names:
-        valid = []
-        for root, _, fnames in sorted(os.walk(os.path.join(data, name))):
-            for fname in sorted(fnames):
-                if not fname.lower().endswith(IMAGE_SUFFIXES):
-                    continue
-                path = os.path.join(root, fname)
-                try:
-                    with Image.open(path) as im:
-                        images.check_pixels(im, path)  # no decompression bombs
-                        im.load()  # decode fully: verify() misses truncation
-                    valid.append(path)
-                except Exception:  # Pillow raises many types for bad files
-                    corrupt.append(path)
-        files[name] = valid
+    extras.require("train", "reading image folders")
+    class_names, listed = listing.class_folders(data, IMAGE_SUFFIXES)
+    # Decoded as the streaming pipeline decodes: refuses decompression bombs
+    # and truncation (Pillow's verify() misses it).
+    corrupt = [path for path, _ in check_files([p for n in class_names for p in listed[n]])]
+    bad = set(corrupt)
+    files = {name: [p for p in listed[name] if p not in bad] for name in class_names}
     found = [n for n in class_names if files[n]]
     if not found:
         raise ValueError(

@@ -15,6 +15,7 @@ from PIL import Image
 
 from keras_densenet import cli
 from keras_densenet.data import canvases
+from keras_densenet.deployment import masks
 from keras_densenet.training import segment
 from keras_densenet.training.config import SegmentConfig
 from tests.helpers import cli_args
@@ -128,9 +129,11 @@ def test_segment_cli_then_predict_masks_writes_a_palette_png_per_image_at_its_si
     said = resumed_job["said"]
     assert "best validation mean IoU: " in said and "time: " in said and "masks.png" in said
     model_path = str(resumed_job["output"] / "model.keras")
-    images = []
-    for i, (h, w) in enumerate([(40, 52), (32, 32)]):
-        path = tmp_path / f"canvas{i}.png"
+    images, sizes = [], [(40, 52), (32, 32), (36, 36)]
+    # The third has the first's name in another folder: its own mask there.
+    for i, (name, (h, w)) in enumerate(zip(["canvas0.png", "canvas1.png", "sub/canvas0.png"], sizes, strict=True)):
+        path = tmp_path / name
+        path.parent.mkdir(exist_ok=True)
         Image.fromarray(np.random.default_rng(i).integers(0, 255, (h, w), dtype="uint8")).save(path)
         images.append(str(path))
     (tmp_path / "broken.png").write_bytes(b"")
@@ -139,14 +142,27 @@ def test_segment_cli_then_predict_masks_writes_a_palette_png_per_image_at_its_si
     out, err = capsys.readouterr()
     assert code == 3, err  # some files skipped, each named in one line
     assert err.splitlines() == [f"skipped {tmp_path / 'broken.png'}: empty file (0 bytes)"]
-    for path, (h, w) in zip(images, [(40, 52), (32, 32)], strict=True):
-        mask = Image.open(tmp_path / "masks" / os.path.basename(path))
+    for path, (h, w) in zip(images, sizes, strict=True):
+        mask_path = tmp_path / "masks" / os.path.relpath(path, tmp_path)
+        mask = Image.open(mask_path)
         assert mask.mode == "P" and mask.size == (w, h)
         assert np.asarray(mask).max() <= 10
-        assert f"{path} -> {tmp_path / 'masks' / os.path.basename(path)}: " in out
+        assert f"{path} -> {mask_path}: " in out
     # A segmenter without --masks, a classifier with it: one line each, exit 2.
     code = cli.main(["predict", images[0], "--model", model_path])
     assert code == 2 and "give --masks DIR" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("paths, names", [
+    (["in/a.png", "in/b.jpg"], ["a.png", "b.png"]),
+    (["in/x/scan.png", "in/y/scan.png", "in/y/z/q.tif"], ["x/scan.png", "y/scan.png", "y/z/q.png"]),
+    (["in/scan.png", "in/scan.jpg"], ["scan.png.png", "scan.jpg.png"]),
+    (["in/x.jpg.png", "in/x.jpg", "in/x.png"], ["x.jpg.png", "x.jpg-2.png", "x.png.png"]),
+    (["in/Scan.png", "in/scan.JPG"], ["Scan.png.png", "scan.JPG.png"]),  # one file on case-insensitive disks
+])
+def test_every_image_gets_its_own_mask_file_below_the_masks_directory(paths, names):
+    assert masks.mask_names(paths) == names
+    assert not [n for n in names if n.startswith(("/", "..")) or os.path.isabs(n)]
 
 
 @pytest.mark.parametrize(

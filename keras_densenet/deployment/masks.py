@@ -10,6 +10,7 @@ Example:
 
 from __future__ import annotations
 
+import collections
 import os
 
 import numpy as np
@@ -48,6 +49,38 @@ def save_mask(labels: np.ndarray, path: str) -> str:
     return path
 
 
+def mask_names(paths) -> list:
+    """The mask file of each image, relative to the masks directory: the
+    image's path below the images' common folder, with ``.png`` for its
+    ending. Images of one folder keep their names; same-named images of
+    different folders get their folders; images that differ only in their
+    ending (``scan.png``, ``scan.jpg``) keep it (``scan.jpg.png``). Names
+    are compared ignoring case, as case-insensitive file systems do.
+
+    Example:
+
+    >>> mask_names(["in/a/scan.png", "in/b/scan.png", "in/b/x.jpg", "in/b/x.png"])
+    ['a/scan.png', 'b/scan.png', 'b/x.jpg.png', 'b/x.png.png']
+    """
+    full = [os.path.abspath(p) for p in paths]
+    try:
+        common = os.path.commonpath([os.path.dirname(p) for p in full]) if full else ""
+    except ValueError:  # Windows: paths on different drives share no folder
+        common = ""
+    below = [os.path.relpath(p, common) if common else os.path.basename(p) for p in full]
+    stems = [os.path.splitext(b)[0] for b in below]
+    taken = collections.Counter(s.casefold() for s in stems)
+    names, seen = [], set()
+    for stem, name in zip(stems, below, strict=True):
+        base = stem if taken[stem.casefold()] == 1 else name
+        mask, n = base + ".png", 2
+        while mask.casefold() in seen:  # "x.jpg.png" beside "x.jpg" and "x.png": numbered
+            mask, n = f"{base}-{n}.png", n + 1
+        seen.add(mask.casefold())
+        names.append(mask)
+    return names
+
+
 def predict_masks(images, model_path, masks_dir, on_error: str = "raise", workers=None) -> list:
     """Writes one mask PNG per image with a segmenter written by
     `train_segmentation`.
@@ -62,7 +95,9 @@ def predict_masks(images, model_path, masks_dir, on_error: str = "raise", worker
         images: image files, directories or glob patterns
             (`keras_densenet.data.listing.list_images`).
         model_path: the ``.keras`` segmenter.
-        masks_dir: where the masks go (created), named as the images.
+        masks_dir: where the masks go (created), named as the images
+            (`mask_names`: below it, the images' folders under their
+            common folder).
         on_error: ``"raise"`` (default) a ValueError naming an unreadable
             file, or ``"skip"`` it (one line on stderr).
         workers: decoding threads.
@@ -76,6 +111,7 @@ def predict_masks(images, model_path, masks_dir, on_error: str = "raise", worker
         ValueError: bad files or a model that does not segment.
     """
     paths = listing.list_images(images)
+    targets = dict(zip(paths, mask_names(paths), strict=True))
     image_lib.check_on_error(on_error)
     model = saved.load_keras_model(model_path)
     if len(model.output_shape) != 4:
@@ -89,7 +125,8 @@ def predict_masks(images, model_path, masks_dir, on_error: str = "raise", worker
             h, w = image.shape[:2]
             served = image_lib.resize(image, served_size(h, w))
             labels = _nearest(segmentation.predict_labels(model, served[None])[0], h, w)
-            target = os.path.join(masks_dir, os.path.splitext(os.path.basename(path))[0] + ".png")
+            target = os.path.join(masks_dir, targets[path])
+            os.makedirs(os.path.dirname(target), exist_ok=True)
             counts = np.bincount(labels.ravel(), minlength=model.output_shape[-1]) / labels.size
             shares = {(names[c] if names and c < len(names) else str(c)): float(counts[c])
                       for c in np.flatnonzero(counts)}

@@ -1,11 +1,13 @@
-"""Image folders through tf.data: `image_folder_datasets` gives the
-`keras.utils.image_dataset_from_directory` pipelines ``train --data`` read
-before the streaming pipeline (`keras_densenet.data.folders`, no
-TensorFlow), kept until the trainer has moved over. TensorFlow is needed
-for tf.data, whatever the backend.
+"""Image folders through tf.data: `image_folder_datasets` gives
+`keras.utils.image_dataset_from_directory` pipelines (and each process's
+share of them), for training loops of one's own that take tf.data. The
+package's trainers read image folders through the streaming pipeline
+(`keras_densenet.data.folders`), which needs no TensorFlow; this module
+needs TensorFlow for tf.data, whatever the backend.
 
-Every file is opened with Pillow first (`scan_image_folder`): unreadable
-files are skipped with a warning and counted.
+Every file is decoded once first (`scan_image_folder`), as the streaming
+pipeline decodes it: unreadable files are skipped with a warning and
+counted.
 """
 
 from __future__ import annotations

@@ -27,6 +27,11 @@ from tests.helpers import TINY_CIFAR, images, run  # noqa: E402
 
 #: The smallest DenseNet keras-hub expresses: its 64-filter stem, 2 blocks.
 SMALL = dict(blocks=(2, 3), growth_rate=8, num_init_features=64)
+#: What does not depend on the engine (refusals decided by the architecture,
+#: the weights' bytes copied from file to file) runs in one suite: the
+#: cheapest for building and saving full-size models.
+files_only = pytest.mark.one_backend(
+    "tensorflow", "torch", "jax", reason="decided by the architecture and the files, not the engine")
 
 
 def randomize_bn(model, seed=0):
@@ -59,6 +64,7 @@ def small_hub_preset(tmp_path_factory):
     return path
 
 
+@files_only
 def test_the_name_table_reads_both_ways():
     for hub_name, _ in names.hub_weight_layers([6, 12, 24, 16]):
         assert names.hub_layer(names.our_layer(hub_name)) == hub_name
@@ -153,6 +159,7 @@ def test_memory_efficient_and_fused_models_load_by_name(small_hub_preset):
             np.testing.assert_array_equal(a, b)
 
 
+@files_only
 def test_remote_handles_need_the_hub_extra(monkeypatch):
     monkeypatch.setattr(extras, "installed", lambda module: module != "keras_hub")
     with pytest.raises(extras.MissingExtraError, match=r"\[hub\]") as info:
@@ -180,6 +187,7 @@ def test_densenet121_classifier_loads_in_keras_hub_with_its_preprocessing(tmp_pa
         np.testing.assert_array_equal(a, b)
 
 
+@files_only
 @pytest.mark.timeout(600)  # loading a .keras DenseNet-169 on JAX compiles every initializer
 def test_densenet169_round_trips_keras_preset_model(tmp_path):
     model = keras_densenet.DenseNet169(include_top=False, weights=None, input_shape=(None, None, 3))
@@ -193,6 +201,7 @@ def test_densenet169_round_trips_keras_preset_model(tmp_path):
         np.testing.assert_array_equal(a, b)
 
 
+@files_only
 def test_what_keras_hub_cannot_express_is_refused_writing_nothing(tmp_path):
     out = tmp_path / "out"
     model = keras_densenet.DenseNet161(include_top=False, weights=None, input_shape=(None, None, 3))
@@ -231,6 +240,7 @@ def test_a_trained_classifier_moves_its_preprocessing_into_the_converter(tmp_pat
     assert "`preprocessing` must be 'auto'" in message
 
 
+@files_only
 def test_the_digits_model_of_train_is_refused():
     from keras_densenet.training.classifier import build_classifier
     from keras_densenet.training.config import TrainConfig
@@ -267,6 +277,7 @@ def convert(capsys, *argv) -> tuple:
     return code, out, err
 
 
+@files_only
 @pytest.mark.timeout(600)  # building, saving and loading DenseNet-161
 def test_cli_refuses_densenet161_as_a_keras_hub_preset_writing_nothing(tmp_path, capsys):
     model = keras_densenet.DenseNet161(include_top=False, weights=None, input_shape=(None, None, 3))
@@ -301,6 +312,7 @@ def test_cli_converts_presets_both_ways(small_hub_preset, tmp_path, capsys):
     assert sorted(os.listdir(tmp_path)) == ["again", "small.keras"]
 
 
+@files_only
 def test_cli_names_the_hub_extra(monkeypatch, tmp_path, capsys):
     monkeypatch.setattr(extras, "installed", lambda module: module != "keras_hub")
     for argv in ((tmp_path / "m.keras", tmp_path / "out"), ("hf://someone/densenet", tmp_path / "o.keras")):

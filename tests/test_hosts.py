@@ -39,7 +39,7 @@ ADDRESSES = ("192.0.2.1", "192.0.2.2")
 PORT = 12345  # the namespaces are the test's own: nothing else listens there
 #: Bound of a job's start (imports and compilation on a busy 2-core machine).
 JOB_TIMEOUT_S = 300
-#: How soon the processes must stop after the link is cut (the issue's bound).
+#: How soon the processes must stop after the link is cut (the bound docs/several-hosts.md states).
 LOST_BOUND_S = 120
 #: JAX's own heartbeat gives up after this, with its fatal error: ours comes first.
 JAX_HEARTBEAT_S = 100

@@ -23,7 +23,7 @@ from tests.helpers import ROOT, child_env, job_env, log_rows, wait_all
 
 #: Bound of one job of the tests (2 processes compiling a tiny model each).
 JOB_TIMEOUT_S = 300
-#: How soon the processes left must stop after one is killed (the issue's bound).
+#: How soon the processes left must stop after one is killed (the bound docs/several-hosts.md states).
 LOST_PROCESS_BOUND_S = 120
 
 only_jax = pytest.mark.backends("jax", reason="multi-process jobs: keras.distribution on JAX")
